@@ -1,0 +1,204 @@
+"""Every workaround for RecBole 1.2.1 on today's numpy / torch / pandas, in one place.
+
+Each trap below was reproduced with RecBole 1.2.1, torch 2.13 and numpy 1.26 / 2.x (see docs/design.md). The fixes
+that are a patch live in this module; the ones that are an override of a RecBole method live in the subclass that
+owns the method, and are listed here so this docstring stays the one index:
+
+===============================================  ====================================================================
+trap                                             where it is handled
+===============================================  ====================================================================
+numpy aliases (``np.float``, ``np.bool``,        :func:`patch_numpy`, at ``import recbole_srma``
+``np.long`` removed in 1.24, ``np.float_``,
+``np.bool8`` ... removed in 2.0)
+``sine.py`` turns autograd anomaly mode on at    :func:`patch_recbole` (imports RecBole's models, then switches it
+import (every step ~1.45x slower)                off), run by every module of the plugin that touches RecBole
+``torch.load`` defaults to ``weights_only=True``  :func:`checkpoint_config` / :func:`load_checkpoint`: plugin
+since torch 2.6; RecBole pickles its Config       checkpoints hold tensors and a plain config dict, loaded with
+                                                 ``weights_only=True``; used by ``trainer.py`` and ``quick_start.py``
+pandas 3 copy-on-write makes RecBole's            ``pandas<3`` in setup.cfg and :func:`check_pandas` (clear error)
+``fillna(inplace=True)`` a silent no-op
+``recbole.quick_start`` imports ray, which needs  never imported: the plugin has its own ``quick_start``
+``pkg_resources`` (gone in setuptools >= 82)
+``recbole.utils.get_model`` of an unknown name    ``registry.get_model`` (never routes plugin names through RecBole)
+imports ``exlib_recommender`` (lightgbm)
+CE loss with RecBole's default                   ``train_neg_sample_args: ~`` in properties/overall.yaml
+``train_neg_sample_args`` raises
+SequentialDataset needs a time field             the converter writes a position timestamp; overall.yaml loads it
+``Config`` parses every ``--key=value`` in argv   tests clear sys.argv (tests/conftest.py)
+checkpoint file name has 1-second resolution      ``trainer.py``: unique name per run
+``gpu_id: ''`` is the only CPU switch;            ``config.Config._init_device``: follows ``use_gpu`` and
+``use_gpu`` does nothing                          ``torch.cuda.is_available()``
+distributed init hard-codes nccl + CUDA           ``config.Config._init_device``: gloo and CPU without CUDA
+``eval_batch_size`` 4096 is 3x slower than 256    ``eval_batch_size: 256`` in properties/overall.yaml
+on a 2-core CPU
+===============================================  ====================================================================
+"""
+
+import enum
+import warnings
+
+import numpy as np
+
+_NUMPY_ALIASES = {
+    # removed in numpy 1.24 (RecBole's evaluator and dataset use them)
+    "float": float,
+    "int": int,
+    "bool": bool,
+    "object": object,
+    "str": str,
+    "complex": complex,
+    "long": np.int64,
+    # removed in numpy 2.0 (RecBole's Config.compatibility_settings reads them)
+    "float_": np.float64,
+    "complex_": np.complex128,
+    "unicode_": np.str_,
+    "bool8": np.bool_,
+    "unicode": np.str_,
+}
+
+
+def patch_numpy():
+    """Restore the numpy aliases RecBole 1.2.1 uses, only where numpy no longer has them."""
+    with warnings.catch_warnings():
+        # numpy 1.2x warns on reading its deprecated aliases (np.bool8, ...); reading is only a presence test here.
+        warnings.simplefilter("ignore")
+        for name, value in _NUMPY_ALIASES.items():
+            try:
+                getattr(np, name)
+            except AttributeError:
+                setattr(np, name, value)
+
+
+_recbole_patched = False
+
+
+def patch_recbole():
+    """Import RecBole's sequential models once, then undo the side effects of that import.
+
+    ``recbole/model/sequential_recommender/sine.py`` calls ``torch.autograd.set_detect_anomaly(True)`` at import
+    time, and importing any RecBole sequential model imports the package that imports ``sine``. Importing the
+    package here first means the side effect has already happened when it is switched off, so no later import of a
+    RecBole model can switch it back on.
+    """
+    global _recbole_patched
+    if _recbole_patched:
+        return
+    check_pandas()
+    import torch
+    import recbole.model.sequential_recommender  # noqa: F401  (runs sine.py's import-time side effect)
+
+    torch.autograd.set_detect_anomaly(False)
+    _silence_known_recbole_warnings()
+    _recbole_patched = True
+
+
+def _silence_known_recbole_warnings():
+    """Hide the FutureWarnings RecBole 1.2.1 triggers on every run and that are harmless on the supported stack.
+
+    pandas 2 warns that RecBole's chained ``fillna(inplace=True)`` will stop working in pandas 3 (excluded by
+    :func:`check_pandas`); torch warns that ``torch.cuda.amp.GradScaler`` is deprecated (RecBole's trainer).
+    """
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.data\.dataset\.dataset")
+    warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler.*", category=FutureWarning)
+
+
+def check_pandas(version=None):
+    """Refuse pandas >= 3, where RecBole's ``fillna(inplace=True)`` silently leaves missing values as NaN."""
+    if version is None:
+        import pandas
+
+        version = pandas.__version__
+    major = int(str(version).split(".")[0])
+    if major >= 3:
+        raise ImportError(
+            f"recbole-srma needs pandas<3 (found pandas {version}): under pandas 3 copy-on-write RecBole 1.2.1's "
+            "fillna(inplace=True) does nothing and missing values silently stay NaN. "
+            'Fix: pip install "pandas<3".'
+        )
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------------------
+
+# Keys RecBole derives inside Config; they are recomputed when a config is rebuilt, and some are not plain data.
+_DERIVED_CONFIG_KEYS = frozenset(
+    {
+        "MODEL_TYPE",
+        "MODEL_INPUT_TYPE",
+        "eval_type",
+        "device",
+        "single_spec",
+        "local_rank",
+        "valid_neg_sample_args",
+        "test_neg_sample_args",
+        "valid_metric_bigger",
+        # distributed-launch keys: a reloaded checkpoint must not try to join a process group
+        "world_size",
+        "nproc",
+        "offset",
+        "ip",
+        "port",
+    }
+)
+
+
+def _plain(value):
+    """Convert a config value to the types ``torch.load(weights_only=True)`` accepts."""
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def checkpoint_config(config):
+    """The hyper-parameters of ``config`` as a plain dict that rebuilds the same Config.
+
+    Uses the merged parameters from before RecBole's derivations (``Config.raw_config_dict`` of the plugin's
+    Config), so feeding the dict back as ``config_dict`` reproduces the run's settings exactly.
+    """
+    raw = getattr(config, "raw_config_dict", None)
+    if raw is None:
+        raw = config.final_config_dict
+    return {k: _plain(v) for k, v in raw.items() if k not in _DERIVED_CONFIG_KEYS}
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Load a plugin checkpoint with ``weights_only=True`` (never unpickles arbitrary objects).
+
+    Raises :class:`~recbole_srma.errors.CheckpointError` with the reason when the file is missing, is not a
+    checkpoint at all, is a pickle that needs arbitrary code (e.g. written by RecBole's own Trainer), or lacks the
+    keys a plugin checkpoint has.
+    """
+    import os
+    import pickle
+
+    import torch
+
+    from recbole_srma.errors import CheckpointError
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path} cannot be loaded safely with torch.load(weights_only=True): it pickles Python objects "
+            "(a checkpoint written by RecBole's own Trainer, or not a checkpoint). Only checkpoints written by "
+            f"recbole-srma are accepted. Detail: {str(err).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {err}") from None
+    required = ("format", "config", "state_dict")
+    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in required):
+        raise CheckpointError(f"{path} is not a recbole-srma checkpoint (expected the keys {list(required)})")
+    return checkpoint
+
+
+patch_numpy()

@@ -1,0 +1,96 @@
+"""Declarative hyper-parameter checks for plugin models.
+
+A plugin model lists its hyper-parameters as ``HPARAMS = {name: check}``; the plugin's Config runs the checks when
+it is built, before any data is loaded, so a missing, misspelt or out-of-range value fails at start with the key's
+name instead of later as ``None`` deep inside a forward pass. A check is a callable ``value -> None`` that raises
+``ValueError`` with the allowed range.
+"""
+
+from recbole_srma.errors import ConfigError
+
+
+def _number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number, got {value!r}")
+    return value
+
+
+def rate(value):
+    """A probability or fraction in [0, 1]."""
+    if not 0.0 <= _number(value) <= 1.0:
+        raise ValueError(f"must be in [0, 1], got {value!r}")
+
+
+def positive(value):
+    if not _number(value) > 0:
+        raise ValueError(f"must be > 0, got {value!r}")
+
+
+def non_negative(value):
+    if not _number(value) >= 0:
+        raise ValueError(f"must be >= 0, got {value!r}")
+
+
+def positive_int(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be an integer >= 1, got {value!r}")
+
+
+def non_negative_int(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"must be an integer >= 0, got {value!r}")
+
+
+def one_of(*choices):
+    def check(value):
+        if value not in choices:
+            raise ValueError(f"must be one of {list(choices)}, got {value!r}")
+
+    check.__doc__ = f"one of {list(choices)}"
+    return check
+
+
+def subset_of(*choices):
+    """A non-empty list whose items come from ``choices``."""
+
+    def check(value):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(f"must be a non-empty list drawn from {list(choices)}, got {value!r}")
+        unknown = [v for v in value if v not in choices]
+        if unknown:
+            raise ValueError(f"has unknown entries {unknown}; allowed: {list(choices)}")
+
+    return check
+
+
+def optional(check):
+    """Allow ``None`` (``~`` in yaml) as well as whatever ``check`` allows."""
+
+    def wrapped(value):
+        if value is not None:
+            check(value)
+
+    wrapped.optional = True
+    return wrapped
+
+
+def check_hyper_parameters(model_name, spec, config):
+    """Raise :class:`ConfigError` for the first missing or invalid hyper-parameter of ``model_name``.
+
+    ``config`` is a mapping (the final config dict). A key counts as missing when it is absent or ``None`` and its
+    check is not :func:`optional`.
+    """
+    for key, check in spec.items():
+        value = config.get(key)
+        if value is None and not getattr(check, "optional", False):
+            raise ConfigError(
+                f"{model_name} needs the hyper-parameter '{key}', which is not set. Its default lives in "
+                f"properties/model/{model_name}.yaml (or properties/overall.yaml); set it in a config file or with "
+                f"--{key}=VALUE. If you set it, check the spelling of the key."
+            )
+        try:
+            check(value)
+        except ValueError as err:
+            raise ConfigError(f"{model_name}: hyper-parameter '{key}' {err}") from None

@@ -1,0 +1,245 @@
+"""The SASRec-style encoder shared by every plugin model, and the base class of plugin models.
+
+``SASRecBackbone`` is RecBole's SASRec architecture (Kang & McAuley 2018, as implemented in RecBole 1.2.1:
+post-LayerNorm Transformer blocks with a fully connected feed-forward layer, learned position embeddings, causal
+attention that ignores padding). Its parameter names match RecBole's ``SASRec`` (``item_embedding``,
+``position_embedding``, ``trm_encoder.layer.<i>.multi_head_attention.query`` ...), so SASRec weights copy straight
+in, and with the same weights it produces the same scores (tests/test_backbone.py).
+
+Differences from RecBole's SASRec, none of which changes a score:
+- the item table has one extra row, the mask token (id ``n_items``) used by masking augmentations; it is never
+  scored (``SequentialBackboneRecommender.item_weights`` drops it);
+- attention uses ``torch.nn.functional.scaled_dot_product_attention`` with a boolean mask instead of adding
+  -10000 to masked logits (identical after softmax in float32).
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from recbole.model.abstract_recommender import SequentialRecommender
+
+from recbole_srma import hparams
+
+_ACTIVATIONS = {
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+}
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, n_heads, hidden_size, attn_dropout_prob, hidden_dropout_prob, layer_norm_eps):
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_size = hidden_size // n_heads
+        self.attn_dropout_prob = attn_dropout_prob
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key = nn.Linear(hidden_size, hidden_size)
+        self.value = nn.Linear(hidden_size, hidden_size)
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.out_dropout = nn.Dropout(hidden_dropout_prob)
+
+    def _heads(self, x):
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.n_heads, self.head_size).transpose(1, 2)
+
+    def forward(self, hidden, attention_mask):
+        q, k, v = self._heads(self.query(hidden)), self._heads(self.key(hidden)), self._heads(self.value(hidden))
+        context = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attention_mask, dropout_p=self.attn_dropout_prob if self.training else 0.0
+        )
+        context = context.transpose(1, 2).reshape(hidden.shape)
+        return self.LayerNorm(self.out_dropout(self.dense(context)) + hidden)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, hidden_size, inner_size, hidden_dropout_prob, hidden_act, layer_norm_eps):
+        super().__init__()
+        self.dense_1 = nn.Linear(hidden_size, inner_size)
+        self.act = _ACTIVATIONS[hidden_act]
+        self.dense_2 = nn.Linear(inner_size, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.dropout = nn.Dropout(hidden_dropout_prob)
+
+    def forward(self, hidden):
+        return self.LayerNorm(self.dropout(self.dense_2(self.act(self.dense_1(hidden)))) + hidden)
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, n_heads, hidden_size, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act, eps):
+        super().__init__()
+        self.multi_head_attention = MultiHeadAttention(n_heads, hidden_size, attn_dropout_prob, hidden_dropout_prob, eps)
+        self.feed_forward = FeedForward(hidden_size, inner_size, hidden_dropout_prob, hidden_act, eps)
+
+    def forward(self, hidden, attention_mask):
+        return self.feed_forward(self.multi_head_attention(hidden, attention_mask))
+
+
+class TransformerEncoder(nn.Module):
+    def __init__(self, n_layers, **layer_kwargs):
+        super().__init__()
+        self.layer = nn.ModuleList([TransformerLayer(**layer_kwargs) for _ in range(n_layers)])
+
+    def forward(self, hidden, attention_mask):
+        for layer in self.layer:
+            hidden = layer(hidden, attention_mask)
+        return hidden
+
+
+class SASRecBackbone(nn.Module):
+    """Item + position embeddings, then causal Transformer blocks; ``forward`` returns the last real position."""
+
+    def __init__(
+        self,
+        n_items,
+        max_seq_length,
+        hidden_size=64,
+        n_layers=2,
+        n_heads=2,
+        inner_size=256,
+        hidden_dropout_prob=0.5,
+        attn_dropout_prob=0.5,
+        hidden_act="gelu",
+        layer_norm_eps=1e-12,
+        initializer_range=0.02,
+    ):
+        super().__init__()
+        self.n_items = n_items
+        self.initializer_range = initializer_range
+        # +1 row: the mask token (id n_items) of masking augmentations.
+        self.item_embedding = nn.Embedding(n_items + 1, hidden_size, padding_idx=0)
+        self.position_embedding = nn.Embedding(max_seq_length, hidden_size)
+        self.trm_encoder = TransformerEncoder(
+            n_layers,
+            n_heads=n_heads,
+            hidden_size=hidden_size,
+            inner_size=inner_size,
+            hidden_dropout_prob=hidden_dropout_prob,
+            attn_dropout_prob=attn_dropout_prob,
+            hidden_act=hidden_act,
+            eps=layer_norm_eps,
+        )
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.dropout = nn.Dropout(hidden_dropout_prob)
+        self.apply(self._init_weights)
+
+    @classmethod
+    def from_config(cls, config, n_items, max_seq_length):
+        return cls(
+            n_items,
+            max_seq_length,
+            hidden_size=config["hidden_size"],
+            n_layers=config["n_layers"],
+            n_heads=config["n_heads"],
+            inner_size=config["inner_size"],
+            hidden_dropout_prob=config["hidden_dropout_prob"],
+            attn_dropout_prob=config["attn_dropout_prob"],
+            hidden_act=config["hidden_act"],
+            layer_norm_eps=config["layer_norm_eps"],
+            initializer_range=config["initializer_range"],
+        )
+
+    def _init_weights(self, module):
+        # RecBole's SASRec initialisation (normal for Linear and Embedding, padding row included).
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    @staticmethod
+    def attention_mask(item_seq):
+        """Boolean [B, 1, L, L]: query t may attend to key s when s <= t and s is not padding."""
+        length = item_seq.size(1)
+        causal = torch.ones(length, length, dtype=torch.bool, device=item_seq.device).tril()
+        return (item_seq != 0)[:, None, None, :] & causal
+
+    def encode(self, item_seq):
+        """Hidden states of every position, [B, L, H]."""
+        positions = torch.arange(item_seq.size(1), device=item_seq.device)
+        hidden = self.item_embedding(item_seq) + self.position_embedding(positions)[None]
+        hidden = self.dropout(self.LayerNorm(hidden))
+        return self.trm_encoder(hidden, self.attention_mask(item_seq))
+
+    def forward(self, item_seq, item_seq_len):
+        """Hidden state at the last real position of each sequence, [B, H]."""
+        hidden = self.encode(item_seq)
+        index = (item_seq_len - 1).view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
+        return hidden.gather(1, index).squeeze(1)
+
+
+def _heads_divide_hidden(config):
+    if config["hidden_size"] % config["n_heads"]:
+        raise ValueError(f"hidden_size ({config['hidden_size']}) must be a multiple of n_heads ({config['n_heads']})")
+
+
+BACKBONE_HPARAMS = {
+    "hidden_size": hparams.positive_int,
+    "n_layers": hparams.positive_int,
+    "n_heads": hparams.positive_int,
+    "inner_size": hparams.positive_int,
+    "hidden_dropout_prob": hparams.rate,
+    "attn_dropout_prob": hparams.rate,
+    "hidden_act": hparams.one_of(*_ACTIVATIONS),
+    "layer_norm_eps": hparams.positive,
+    "initializer_range": hparams.positive,
+    "loss_type": hparams.one_of("CE"),
+}
+
+
+class SequentialBackboneRecommender(SequentialRecommender):
+    """Base class of plugin models: the shared backbone, the full-softmax CE next-item loss and full-sort scoring.
+
+    A subclass adds its self-supervised term by overriding ``calculate_loss`` (returning a tuple of weighted terms,
+    which RecBole sums and logs one by one) and lists its hyper-parameters in ``HPARAMS`` (checked at start).
+    """
+
+    uses_plugin_backbone = True
+    HPARAMS = BACKBONE_HPARAMS
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.mask_token = self.n_items
+        self.backbone = SASRecBackbone.from_config(config, self.n_items, self.max_seq_length)
+        self.loss_fct = nn.CrossEntropyLoss()
+
+    @classmethod
+    def check_config(cls, config):
+        """Raise ConfigError naming the first missing or invalid hyper-parameter (run by the plugin's Config)."""
+        hparams.check_hyper_parameters(cls.__name__, cls.HPARAMS, config)
+        try:
+            _heads_divide_hidden(config)
+        except ValueError as err:
+            from recbole_srma.errors import ConfigError
+
+            raise ConfigError(f"{cls.__name__}: {err}") from None
+
+    def forward(self, item_seq, item_seq_len):
+        return self.backbone(item_seq, item_seq_len)
+
+    def item_weights(self):
+        """Embeddings of the scorable items (padding row 0 included, as RecBole scores it; mask token excluded)."""
+        return self.backbone.item_embedding.weight[: self.n_items]
+
+    def rec_loss(self, seq_output, pos_items):
+        """Full-softmax cross-entropy over all items (the protocol's next-item loss for every model)."""
+        return self.loss_fct(seq_output @ self.item_weights().t(), pos_items)
+
+    def calculate_loss(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return self.rec_loss(seq_output, interaction[self.POS_ITEM_ID])
+
+    def predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return (seq_output * self.backbone.item_embedding(interaction[self.ITEM_ID])).sum(dim=-1)
+
+    def full_sort_predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return seq_output @ self.item_weights().t()
+

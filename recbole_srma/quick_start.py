@@ -1,0 +1,194 @@
+"""Python API mirroring RecBole's quick start: ``run_recbole_srma``, ``run``, ``objective_function``,
+``load_data_and_model``.
+
+RecBole's own ``recbole.quick_start`` is never imported: it imports ray, which needs ``pkg_resources`` (gone from
+setuptools >= 82), and its ``load_data_and_model`` unpickles whole Config objects.
+"""
+
+import logging
+import sys
+from logging import getLogger
+
+import torch.distributed as dist
+
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_logger, init_seed, set_color
+
+from recbole_srma import registry
+from recbole_srma.compat import load_checkpoint
+from recbole_srma.config import Config
+from recbole_srma.data import prepare_dataset
+from recbole_srma.errors import CheckpointError
+from recbole_srma.trainer import load_model_state
+
+
+def format_results(title_to_result):
+    """A small table of metric name -> value for each of several results (e.g. valid and test)."""
+    results = {t: r for t, r in title_to_result.items() if r}
+    if not results:
+        return ""
+    metrics = list(next(iter(results.values())).keys())
+    width = max(len(m) for m in metrics)
+    lines = [" " * width + "".join(f"{t:>10}" for t in results)]
+    for metric in metrics:
+        lines.append(f"{metric:<{width}}" + "".join(f"{r.get(metric, float('nan')):>10.4f}" for r in results.values()))
+    return "\n".join(lines)
+
+
+def _build(config, logger):
+    """Dataset, split loaders and model for a built Config (shared by training and reloading)."""
+    prepare_dataset(config)
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    return dataset, train_data, valid_data, test_data, model
+
+
+def run_recbole_srma(
+    model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None, resume=None
+):
+    """Train and evaluate one model, as ``recbole.quick_start.run_recbole`` does.
+
+    Args:
+        model, dataset: names (or given in a config file / on the command line).
+        config_file_list: yaml files, later ones override earlier ones.
+        config_dict: parameters overriding the files.
+        saved: write checkpoints and reload the best one for the test.
+        queue: used by :func:`run` for multi-process runs.
+        resume: a checkpoint to continue training from.
+
+    Returns:
+        dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result`` and
+        ``checkpoint`` (path of the best model, or None when ``saved`` is false).
+    """
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+    for key in getattr(config, "unknown_keys", []):
+        logger.warning(f"config key '{key}' is not read by {config['model']} or RecBole's pipeline")
+
+    dataset, train_data, valid_data, test_data, model = _build(config, logger)
+    logger.info(model)
+
+    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if resume:
+        trainer.resume_checkpoint(resume)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    logger.info(
+        f"{config['model']} on {config['dataset']}:\n" + format_results({"valid": best_valid_result, "test": test_result})
+    )
+
+    result = {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "checkpoint": trainer.saved_model_file if saved else None,
+    }
+    if not config["single_spec"]:
+        dist.destroy_process_group()
+    if config["local_rank"] == 0 and queue is not None:
+        queue.put(result)
+    return result
+
+
+def _run_rank(rank, kwargs):
+    kwargs["config_dict"] = dict(kwargs.get("config_dict") or {}, local_rank=rank)
+    run_recbole_srma(**kwargs)
+
+
+def run(
+    model,
+    dataset,
+    config_file_list=None,
+    config_dict=None,
+    saved=True,
+    nproc=1,
+    world_size=-1,
+    ip="localhost",
+    port="5678",
+    group_offset=0,
+    resume=None,
+):
+    """One process, or ``nproc`` processes with RecBole's distributed settings (gloo on CPU)."""
+    if nproc == 1 and world_size <= 0:
+        return run_recbole_srma(
+            model=model,
+            dataset=dataset,
+            config_file_list=config_file_list,
+            config_dict=config_dict,
+            saved=saved,
+            resume=resume,
+        )
+    import torch.multiprocessing as mp
+
+    world_size = nproc if world_size == -1 else world_size
+    queue = mp.get_context("spawn").SimpleQueue()
+    config_dict = dict(config_dict or {})
+    config_dict.update({"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset})
+    kwargs = {
+        "model": model,
+        "dataset": dataset,
+        "config_file_list": config_file_list,
+        "config_dict": config_dict,
+        "saved": saved,
+        "queue": queue,
+        "resume": resume,
+    }
+    mp.start_processes(_run_rank, args=(kwargs,), nprocs=nproc, join=True, start_method="spawn")
+    return None if queue.empty() else queue.get()
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True):
+    """The objective for RecBole's ``HyperTuning`` (hyperopt), without RecBole's ray dependency."""
+    config = Config(config_dict=config_dict, config_file_list=config_file_list)
+    init_seed(config["seed"], config["reproducibility"])
+    logger = getLogger()
+    for handler in logger.handlers[:]:
+        logger.removeHandler(handler)
+    init_logger(config)
+    logging.basicConfig(level=logging.ERROR)
+    _, train_data, valid_data, test_data, model = _build(config, logger)
+    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
+    test_result = trainer.evaluate(test_data, load_best_model=saved)
+    return {
+        "model": config["model"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+
+
+def load_data_and_model(model_file):
+    """Rebuild config, model and data from a plugin checkpoint (loaded with ``weights_only=True``).
+
+    Returns ``(config, model, dataset, train_data, valid_data, test_data)`` like RecBole's function of the same
+    name; the model holds the checkpoint's weights and is in eval mode.
+    """
+    checkpoint = load_checkpoint(model_file)
+    saved = checkpoint["config"]
+    try:
+        config = Config(model=checkpoint["model"], dataset=checkpoint["dataset"], config_dict=dict(saved))
+    except Exception as err:
+        raise CheckpointError(f"cannot rebuild the configuration stored in {model_file}: {err}") from err
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    dataset, train_data, valid_data, test_data, model = _build(config, logger)
+    load_model_state(model, {k: v.to(config["device"]) for k, v in checkpoint["state_dict"].items()}, model_file)
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    model.eval()
+    return config, model, dataset, train_data, valid_data, test_data

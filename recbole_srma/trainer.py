@@ -1,0 +1,145 @@
+"""The plugin's trainer: RecBole's Trainer with checkpoints that are safe to write and to load.
+
+Only the checkpoint hooks are overridden (``_save_checkpoint``, ``resume_checkpoint`` and the best-model reload in
+``evaluate``); RecBole's ``fit`` and ``_train_epoch`` run unchanged, so AMP, DDP, progress bars, logging and early
+stopping behave exactly as in RecBole.
+
+Checkpoint format (``format: "recbole_srma/1"``): a dict of tensors, numbers, strings and the run's hyper-parameters as
+a plain dict, loadable with ``torch.load(..., weights_only=True)``. It is written to a temporary file in the same
+folder and renamed, so a crash while saving leaves the previous checkpoint intact. Each run gets its own file name
+(model, dataset, microsecond time stamp, process id): RecBole's one-second names let two runs overwrite each other.
+"""
+
+import os
+from datetime import datetime
+
+import torch
+
+from recbole.trainer import Trainer as RecBoleTrainer
+from recbole.utils import set_color
+
+from recbole_srma.compat import checkpoint_config, load_checkpoint
+from recbole_srma.errors import CheckpointError
+
+CHECKPOINT_FORMAT = "recbole_srma/1"
+
+
+def unique_checkpoint_path(checkpoint_dir, model_name, dataset_name):
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return os.path.join(checkpoint_dir, f"{model_name}-{dataset_name}-{stamp}-{os.getpid()}.pth")
+
+
+def atomic_torch_save(obj, path):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_model_state(model, state_dict, source):
+    """``model.load_state_dict`` with an error that says what does not match and why it usually happens."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing in checkpoint: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"not in model: {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            parts.append("shape mismatch: " + "; ".join(shapes[:5]))
+        raise CheckpointError(
+            f"checkpoint {source} does not match {type(model).__name__}: " + " | ".join(parts) + ". It was written "
+            "for another model, dataset or hyper-parameters (hidden_size, n_layers, ...); load it with the "
+            "settings it was trained with (load_data_and_model does this from the checkpoint's own config)."
+        )
+    model.load_state_dict(state_dict)
+
+
+class SafeCheckpointMixin:
+    """Checkpoint hooks for any RecBole trainer class (see the module docstring)."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.saved_model_file = unique_checkpoint_path(self.checkpoint_dir, config["model"], config["dataset"])
+
+    def _checkpoint_state(self, epoch):
+        other = self.model.other_parameter()
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.config["model"],
+            "dataset": self.config["dataset"],
+            "config": checkpoint_config(self.config),
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": float(self.best_valid_score),
+            "state_dict": self.model.state_dict(),
+            "other_parameter": other if other is None or isinstance(other, dict) else None,
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        atomic_torch_save(self._checkpoint_state(epoch), saved_model_file)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def _load_checkpoint_for_model(self, path):
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        if checkpoint.get("model", "").lower() != str(self.config["model"]).lower():
+            raise CheckpointError(
+                f"checkpoint {path} holds a {checkpoint.get('model')} model, not {self.config['model']}"
+            )
+        load_model_state(self.model, checkpoint["state_dict"], path)
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        return checkpoint
+
+    def resume_checkpoint(self, resume_file):
+        resume_file = str(resume_file)
+        checkpoint = self._load_checkpoint_for_model(resume_file)
+        self.saved_model_file = resume_file
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return None
+        if load_best_model:
+            checkpoint_file = model_file or self.saved_model_file
+            self._load_checkpoint_for_model(checkpoint_file)
+            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+
+class Trainer(SafeCheckpointMixin, RecBoleTrainer):
+    """RecBole's Trainer with safe checkpoints; the trainer of every plugin model without its own."""
+
+
+_wrapped = {}
+
+
+def with_safe_checkpoints(trainer_class):
+    """A subclass of one of RecBole's special trainers (e.g. for S3Rec) that writes plugin checkpoints."""
+    if issubclass(trainer_class, SafeCheckpointMixin):
+        return trainer_class
+    if trainer_class not in _wrapped:
+        _wrapped[trainer_class] = type(trainer_class.__name__, (SafeCheckpointMixin, trainer_class), {})
+    return _wrapped[trainer_class]

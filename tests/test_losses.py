@@ -1,0 +1,191 @@
+"""info_nce against a naive float64 reference, plus stability and invariance (recbole_srma.model.losses)."""
+
+import math
+
+import pytest
+import torch
+
+from recbole_srma.model.losses import info_nce
+
+
+def naive_info_nce(z1, z2, temperature, similarity, fn_mask=None):
+    """Explicit-loop float64 NT-Xent: mean over the 2B anchors of logsumexp(positive + negatives) - positive."""
+    z1 = z1.detach().double().tolist()
+    z2 = z2.detach().double().tolist()
+    B = len(z1)
+    h = z1 + z2
+
+    def sim(a, b):
+        dot = sum(x * y for x, y in zip(h[a], h[b]))
+        if similarity == "cos":
+            na = math.sqrt(sum(x * x for x in h[a]))
+            nb = math.sqrt(sum(x * x for x in h[b]))
+            dot = dot / (na * nb)
+        return dot / temperature
+
+    total = 0.0
+    for a in range(2 * B):
+        p = a + B if a < B else a - B
+        terms = [sim(a, p)]
+        for j in range(2 * B):
+            if j == a or j == p:
+                continue
+            if fn_mask is not None and (a % B) != (j % B) and bool(fn_mask[a % B][j % B]):
+                continue
+            terms.append(sim(a, j))
+        m = max(terms)
+        lse = m + math.log(sum(math.exp(t - m) for t in terms))
+        total += lse - terms[0]
+    return total / (2 * B)
+
+
+def random_fn_mask(B, seed):
+    g = torch.Generator().manual_seed(seed)
+    targets = torch.randint(0, max(1, B // 2), (B,), generator=g)  # shared targets -> false negatives
+    return targets.unsqueeze(0) == targets.unsqueeze(1)  # symmetric, True diagonal (ignored)
+
+
+@pytest.mark.parametrize("B,D", [(1, 3), (2, 4), (5, 8), (9, 3)])
+@pytest.mark.parametrize("temperature", [0.07, 0.5, 1.0, 2.0])
+@pytest.mark.parametrize("similarity", ["dot", "cos"])
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_matches_naive_reference(B, D, temperature, similarity, use_mask):
+    g = torch.Generator().manual_seed(B * 100 + D)
+    z1 = torch.randn(B, D, generator=g)
+    z2 = torch.randn(B, D, generator=g)
+    fn = random_fn_mask(B, B + D) if use_mask else None
+    got = info_nce(z1, z2, temperature=temperature, similarity=similarity, false_negative_mask=fn)
+    assert got.dim() == 0 and got.dtype == torch.float32
+    want = naive_info_nce(z1, z2, temperature, similarity, None if fn is None else fn.tolist())
+    assert got.item() == pytest.approx(want, rel=1e-5, abs=1e-5)
+
+
+def test_asymmetric_mask_matches_reference():
+    g = torch.Generator().manual_seed(3)
+    B = 6
+    z1, z2 = torch.randn(B, 4, generator=g), torch.randn(B, 4, generator=g)
+    fn = torch.rand(B, B, generator=g) < 0.4
+    got = info_nce(z1, z2, temperature=0.3, false_negative_mask=fn)
+    assert got.item() == pytest.approx(naive_info_nce(z1, z2, 0.3, "dot", fn.tolist()), rel=1e-5)
+
+
+def test_mask_changes_loss_and_diagonal_is_ignored():
+    g = torch.Generator().manual_seed(4)
+    z1, z2 = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    plain = info_nce(z1, z2)
+    eye = torch.eye(6, dtype=torch.bool)
+    assert info_nce(z1, z2, false_negative_mask=eye).item() == pytest.approx(plain.item(), rel=1e-6)
+    some = eye.clone()
+    some[0, 1] = some[1, 0] = True
+    assert info_nce(z1, z2, false_negative_mask=some).item() != pytest.approx(plain.item(), rel=1e-4)
+    # every pair masked: only the positive remains, loss exactly 0
+    assert info_nce(z1, z2, false_negative_mask=torch.ones(6, 6, dtype=torch.bool)).item() == 0.0
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cos"])
+def test_large_logits_finite_and_exact(similarity):
+    g = torch.Generator().manual_seed(5)
+    B, D = 8, 16
+    z1 = torch.nn.functional.normalize(torch.randn(B, D, generator=g), dim=1)
+    z2 = torch.nn.functional.normalize(z1 + 0.3 * torch.randn(B, D, generator=g), dim=1)
+    if similarity == "dot":
+        z1, z2, temperature = z1 * 100.0, z2 * 100.0, 1.0  # logits ~ 1e4
+    else:
+        temperature = 1e-4  # cosine / 1e-4 -> logits ~ 1e4
+    z1.requires_grad_(True)
+    z2.requires_grad_(True)
+    loss = info_nce(z1, z2, temperature=temperature, similarity=similarity)
+    want = naive_info_nce(z1, z2, temperature, similarity)
+    assert want > 1.0  # the regime where a naive exp would overflow and the loss is far from 0
+    assert torch.isfinite(loss)
+    assert loss.item() == pytest.approx(want, rel=1e-3)
+    loss.backward()
+    assert torch.isfinite(z1.grad).all() and torch.isfinite(z2.grad).all()
+    assert z1.grad.abs().sum() > 0
+
+
+def test_gradient_matches_finite_differences():
+    g = torch.Generator().manual_seed(6)
+    z1 = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    fn = random_fn_mask(4, 1)
+    for sim in ("dot", "cos"):
+        assert torch.autograd.gradcheck(
+            lambda a, b: info_nce(a, b, temperature=0.5, similarity=sim, false_negative_mask=fn), (z1, z2)
+        )
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cos"])
+def test_permutation_invariant(similarity):
+    g = torch.Generator().manual_seed(7)
+    B = 10
+    z1, z2 = torch.randn(B, 6, generator=g), torch.randn(B, 6, generator=g)
+    fn = torch.rand(B, B, generator=g) < 0.3
+    perm = torch.randperm(B, generator=g)
+    a = info_nce(z1, z2, 0.2, similarity, fn)
+    b = info_nce(z1[perm], z2[perm], 0.2, similarity, fn[perm][:, perm])
+    assert b.item() == pytest.approx(a.item(), rel=1e-5)
+    # ...but not to permuting one view only (that breaks the positives)
+    c = info_nce(z1, z2[perm], 0.2, similarity, fn)
+    assert c.item() != pytest.approx(a.item(), rel=1e-3)
+
+
+def test_views_are_symmetric():
+    g = torch.Generator().manual_seed(8)
+    z1, z2 = torch.randn(7, 4, generator=g), torch.randn(7, 4, generator=g)
+    assert info_nce(z1, z2, 0.5).item() == pytest.approx(info_nce(z2, z1, 0.5).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cos"])
+def test_batch_of_one_is_zero_not_nan(similarity):
+    z1 = torch.randn(1, 4, requires_grad=True)
+    z2 = torch.randn(1, 4, requires_grad=True)
+    loss = info_nce(z1, z2, 0.1, similarity)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(z1.grad).all() and torch.isfinite(z2.grad).all()
+
+
+def test_perfect_alignment_gives_near_zero_loss():
+    B = 6
+    z = 10.0 * torch.eye(B, 8)  # orthogonal, far-apart negatives: positive logit 100, negatives 0
+    assert info_nce(z, z.clone()).item() < 1e-6
+    assert info_nce(z, z.clone(), temperature=0.01, similarity="cos").item() < 1e-6
+    # misaligned views are penalised
+    assert info_nce(z, z.roll(1, dims=0)).item() > 50.0
+
+
+def test_uniform_similarities_give_log_of_candidates():
+    B = 5
+    z = torch.zeros(B, 3)  # all logits equal: loss = log(2B - 1)
+    assert info_nce(z, z).item() == pytest.approx(math.log(2 * B - 1), rel=1e-6)
+
+
+def test_inputs_unchanged():
+    g = torch.Generator().manual_seed(9)
+    z1, z2 = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    fn = torch.rand(5, 5, generator=g) < 0.5
+    c1, c2, cf = z1.clone(), z2.clone(), fn.clone()
+    info_nce(z1, z2, 0.5, "cos", fn)
+    assert torch.equal(z1, c1) and torch.equal(z2, c2) and torch.equal(fn, cf)
+
+
+def test_invalid_arguments():
+    z = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="shape"):
+        info_nce(z, torch.randn(4, 2))
+    with pytest.raises(ValueError, match="shape"):
+        info_nce(z, torch.randn(3, 3))
+    with pytest.raises(ValueError, match="shape"):
+        info_nce(z[0], z[0])
+    with pytest.raises(ValueError, match="similarity"):
+        info_nce(z, z, similarity="euclid")
+    for t in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            info_nce(z, z, temperature=t)
+    with pytest.raises(ValueError, match="false_negative_mask"):
+        info_nce(z, z, false_negative_mask=torch.zeros(3, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="false_negative_mask"):
+        info_nce(z, z, false_negative_mask=torch.zeros(4, 4))
+    with pytest.raises(ValueError, match="B >= 1"):
+        info_nce(torch.zeros(0, 3), torch.zeros(0, 3))
