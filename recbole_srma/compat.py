@@ -165,7 +165,9 @@ def checkpoint_config(config):
     raw = getattr(config, "raw_config_dict", None)
     if raw is None:
         raw = config.final_config_dict
-    return {k: _plain(v) for k, v in raw.items() if k not in _DERIVED_CONFIG_KEYS}
+    plain = {k: _plain(v) for k, v in raw.items() if k not in _DERIVED_CONFIG_KEYS}
+    plain["model"], plain["dataset"] = config["model"], config["dataset"]
+    return plain
 
 
 def load_checkpoint(path, map_location="cpu"):

@@ -37,7 +37,7 @@ def format_results(title_to_result):
 
 def _build(config, logger):
     """Dataset, split loaders and model for a built Config (shared by training and reloading)."""
-    prepare_dataset(config)
+    prepare_dataset(config)  # idempotent and cheap once the converted file exists
     dataset = create_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
@@ -67,6 +67,7 @@ def run_recbole_srma(
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
+    prepare_dataset(config)  # before the long config dump, so a data problem is the last thing printed
     logger.info(sys.argv)
     logger.info(config)
     for key in getattr(config, "unknown_keys", []):
