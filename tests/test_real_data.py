@@ -73,4 +73,5 @@ def test_short_cl4srec_run_on_amazon_toys(data_root, shared_data_dir):
     after = trainer.evaluate(valid_data, load_best_model=False)
     assert set(after) == {f"{m}@{k}" for m in ("hit", "ndcg") for k in (5, 10, 20)}
     assert after["ndcg@10"] > before["ndcg@10"]
-    assert after["hit@20"] > 0.005
+    chance = 20 / (train_data._dataset.item_num - 1)  # hit@20 of a random ranking
+    assert after["hit@20"] > 2 * chance
