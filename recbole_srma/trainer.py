@@ -20,6 +20,7 @@ from recbole.utils import set_color
 
 from recbole_srma.compat import checkpoint_config, load_checkpoint
 from recbole_srma.errors import CheckpointError
+from recbole_srma.fileio import atomic_open
 
 CHECKPOINT_FORMAT = "recbole_srma/1"
 
@@ -30,16 +31,8 @@ def unique_checkpoint_path(checkpoint_dir, model_name, dataset_name):
 
 
 def atomic_torch_save(obj, path):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_open(path, suffix=".tmp") as f:
+        torch.save(obj, f)
 
 
 def load_model_state(model, state_dict, source):

@@ -24,10 +24,10 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from recbole_srma.errors import DatasetError
+from recbole_srma.fileio import atomic_open
 
 #: Bump when the output of the converter changes, so that files written by an older version are rebuilt.
 CONVERTER_VERSION = 1
@@ -143,38 +143,9 @@ def render_inter(lines):
 
 
 def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``.
-
-    On any failure the temp file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Write ``data`` to ``path`` atomically; on any failure ``path`` is left as it was."""
+    with atomic_open(path) as f:
+        f.write(data)
 
 
 def read_sidecar(folder, name):

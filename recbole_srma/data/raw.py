@@ -16,10 +16,10 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from recbole_srma.errors import DatasetError
+from recbole_srma.fileio import atomic_open
 from recbole_srma.data.convert import (
     convert_into_folder,
     inter_path,
@@ -160,26 +160,22 @@ def download(url, dest, expected_sha256=None, timeout=DOWNLOAD_TIMEOUT_S):
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                with tqdm(
-                    total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"Downloading {dest.name}",
-                    leave=False,
-                ) as bar:
-                    while True:
-                        chunk = response.read(1 << 16)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        digest.update(chunk)
-                        bar.update(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
+    digest = hashlib.sha256()
+    with atomic_open(dest, suffix=".part") as out:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            with tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"Downloading {dest.name}",
+                leave=False,
+            ) as bar:
+                while True:
+                    chunk = response.read(1 << 16)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
         actual = digest.hexdigest()
         if expected_sha256 and actual != expected_sha256.lower():
             raise DatasetError(
@@ -188,13 +184,6 @@ def download(url, dest, expected_sha256=None, timeout=DOWNLOAD_TIMEOUT_S):
                 f"try again later, or download {dest.name} yourself, check it, and put it in {dest.parent} "
                 f"or in the folder named by {RAW_DIR_ENV}."
             )
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return dest
 
 
