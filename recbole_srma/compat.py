@@ -35,6 +35,7 @@ on a 2-core CPU
 """
 
 import enum
+import os
 import warnings
 
 import numpy as np
@@ -141,6 +142,9 @@ _DERIVED_CONFIG_KEYS = frozenset(
 )
 
 
+_PATH_KEYS = ("data_path", "checkpoint_dir", "raw_data_dir", "raw_cache_dir")
+
+
 def _plain(value):
     """Convert a config value to the types ``torch.load(weights_only=True)`` accepts."""
     if isinstance(value, enum.Enum):
@@ -167,6 +171,10 @@ def checkpoint_config(config):
         raw = config.final_config_dict
     plain = {k: _plain(v) for k, v in raw.items() if k not in _DERIVED_CONFIG_KEYS}
     plain["model"], plain["dataset"] = config["model"], config["dataset"]
+    for key in _PATH_KEYS:
+        # absolute, so the checkpoint can be reloaded from another working directory
+        if isinstance(plain.get(key), str):
+            plain[key] = os.path.abspath(plain[key])
     return plain
 
 
@@ -177,7 +185,6 @@ def load_checkpoint(path, map_location="cpu"):
     checkpoint at all, is a pickle that needs arbitrary code (e.g. written by RecBole's own Trainer), or lacks the
     keys a plugin checkpoint has.
     """
-    import os
     import pickle
 
     import torch

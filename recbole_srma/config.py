@@ -16,8 +16,6 @@ import difflib
 import os
 from pathlib import Path
 
-import yaml
-
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import (
     dataset_arguments,
@@ -43,6 +41,7 @@ _EXTRA_KNOWN_KEYS = {
     "offset",
     "group_offset",
     "local_rank",
+    "resume",
     "raw_data_dir",
     "raw_cache_dir",
     "use_gpu",
@@ -173,8 +172,3 @@ class Config(RecBoleConfig):
             cfg["state"] = "error"
             cfg["show_progress"] = False
             cfg["verbose"] = False
-
-
-def read_yaml(path):
-    with open(path, "r", encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
