@@ -27,7 +27,13 @@ def data_root(tmp_path_factory):
 
 
 def _load(name, data_root, raw_dir, model="SASRec", **extra):
-    settings = {"data_path": str(data_root), "raw_data_dir": str(raw_dir), "show_progress": False, "state": "WARNING"}
+    settings = {
+        "data_path": str(data_root),
+        "raw_data_dir": str(raw_dir),
+        "checkpoint_dir": str(data_root / "saved"),
+        "show_progress": False,
+        "state": "WARNING",
+    }
     config = Config(model=model, dataset=name, config_dict={**settings, **extra})
     init_seed(config["seed"], config["reproducibility"])
     prepare_dataset(config)
