@@ -7,6 +7,7 @@ setuptools >= 82), and its ``load_data_and_model`` unpickles whole Config object
 
 import logging
 import sys
+from collections import OrderedDict
 from logging import getLogger
 
 import torch.distributed as dist
@@ -35,9 +36,15 @@ def format_results(title_to_result):
     return "\n".join(lines)
 
 
-def _build(config, logger):
+def _floats(result):
+    """RecBole's metric dicts hold numpy scalars; plain floats print and serialise cleanly."""
+    return None if result is None else OrderedDict((k, float(v)) for k, v in result.items())
+
+
+def _build(config, logger, prepared=False):
     """Dataset, split loaders and model for a built Config (shared by training and reloading)."""
-    prepare_dataset(config)  # idempotent and cheap once the converted file exists
+    if not prepared:
+        prepare_dataset(config)
     dataset = create_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
@@ -73,7 +80,7 @@ def run_recbole_srma(
     for key in getattr(config, "unknown_keys", []):
         logger.warning(f"config key '{key}' is not read by {config['model']} or RecBole's pipeline")
 
-    dataset, train_data, valid_data, test_data, model = _build(config, logger)
+    dataset, train_data, valid_data, test_data, model = _build(config, logger, prepared=True)
     logger.info(model)
 
     trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
@@ -82,7 +89,8 @@ def run_recbole_srma(
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_result = _floats(trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"]))
+    best_valid_result = _floats(best_valid_result)
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
@@ -168,8 +176,8 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
         "model": config["model"],
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": best_valid_result,
-        "test_result": test_result,
+        "best_valid_result": _floats(best_valid_result),
+        "test_result": _floats(test_result),
     }
 
 
