@@ -202,8 +202,11 @@ def load_checkpoint(path, map_location="cpu"):
             "(a checkpoint written by RecBole's own Trainer, or not a checkpoint). Only checkpoints written by "
             f"recbole-srma are accepted. Detail: {str(err).splitlines()[0]}"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {err}") from None
+    except Exception as err:  # torch raises many types on garbage (RuntimeError, EOFError, IndexError, ...)
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated, corrupt, or another kind of file): "
+            f"{type(err).__name__}: {err}"
+        ) from None
     required = ("format", "config", "state_dict")
     if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in required):
         raise CheckpointError(f"{path} is not a recbole-srma checkpoint (expected the keys {list(required)})")

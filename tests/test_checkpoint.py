@@ -75,6 +75,10 @@ def test_foreign_and_corrupt_files_are_refused(trained, tmp_path):
     truncated.write_bytes(Path(result["checkpoint"]).read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_data_and_model(truncated)
+    text = tmp_path / "data.inter"
+    text.write_text("user_id:token\titem_id:token\n1\t2\n")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_data_and_model(text)
     plain = tmp_path / "plain.pth"
     torch.save({"weights": torch.zeros(2)}, plain)
     with pytest.raises(CheckpointError, match="not a recbole-srma checkpoint"):
