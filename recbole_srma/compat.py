@@ -97,10 +97,12 @@ def _silence_known_recbole_warnings():
     """Hide the FutureWarnings RecBole 1.2.1 triggers on every run and that are harmless on the supported stack.
 
     pandas 2 warns that RecBole's chained ``fillna(inplace=True)`` will stop working in pandas 3 (excluded by
-    :func:`check_pandas`); torch warns that ``torch.cuda.amp.GradScaler`` is deprecated (RecBole's trainer).
+    :func:`check_pandas`); numpy 2 warns about RecBole passing torch tensors to numpy functions; torch warns that ``torch.cuda.amp.GradScaler`` is deprecated (RecBole's trainer).
     """
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.data\.dataset\.dataset")
     warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler.*", category=FutureWarning)
+    # numpy 2: RecBole's SequentialDataset passes torch tensors to numpy functions; the result is still correct.
+    warnings.filterwarnings("ignore", message=r"__array_wrap__ must accept context", category=DeprecationWarning)
 
 
 def check_pandas(version=None):
