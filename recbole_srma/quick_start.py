@@ -36,6 +36,18 @@ def format_results(title_to_result):
     return "\n".join(lines)
 
 
+def training_summary(trainer, config):
+    """Epochs trained, best epoch and whether early stopping ended the run (RecBole's fit does not return them)."""
+    epochs = sorted(trainer.train_loss_dict)
+    last = epochs[-1] if epochs else trainer.start_epoch - 1
+    return {
+        "epochs_trained": len(epochs),
+        "last_epoch": last,
+        "best_epoch": last - trainer.cur_step * trainer.eval_step,
+        "stopped_early": last + 1 < config["epochs"],
+    }
+
+
 def _floats(result):
     """RecBole's metric dicts hold numpy scalars; plain floats print and serialise cleanly."""
     return None if result is None else OrderedDict((k, float(v)) for k, v in result.items())
@@ -104,6 +116,7 @@ def run_recbole_srma(
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "checkpoint": trainer.saved_model_file if saved else None,
+        **training_summary(trainer, config),
     }
     if not config["single_spec"]:
         dist.destroy_process_group()

@@ -16,5 +16,6 @@ def test_one_epoch(tmp_path, model):
     assert set(result["test_result"]) == METRICS and set(result["best_valid_result"]) == METRICS
     assert all(0.0 <= v <= 1.0 for v in result["test_result"].values())
     assert result["test_result"]["hit@20"] >= result["test_result"]["hit@5"]
+    assert result["epochs_trained"] == 1 and result["best_epoch"] == 0 and not result["stopped_early"]
     checkpoint = torch.load(result["checkpoint"], weights_only=True)
     assert checkpoint["model"] == model
