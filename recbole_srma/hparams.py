@@ -41,6 +41,16 @@ def non_negative_int(value):
         raise ValueError(f"must be an integer >= 0, got {value!r}")
 
 
+def boolean(value):
+    if not isinstance(value, bool):
+        raise ValueError(f"must be True or False, got {value!r}")
+
+
+def string(value):
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a non-empty string, got {value!r}")
+
+
 def one_of(*choices):
     def check(value):
         if value not in choices:

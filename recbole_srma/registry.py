@@ -18,6 +18,7 @@ compat.patch_recbole()
 # name -> "module:Class"; imported on first use so that looking up one model does not import every model.
 MODELS = {
     "CL4SRec": "recbole_srma.model.cl4srec:CL4SRec",
+    "SRMA": "recbole_srma.model.srma:SRMA",
 }
 
 # name -> "module:Class" for plugin models that need their own training loop.

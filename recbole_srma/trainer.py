@@ -123,7 +123,18 @@ class SafeCheckpointMixin:
 
 
 class Trainer(SafeCheckpointMixin, RecBoleTrainer):
-    """RecBole's Trainer with safe checkpoints; the trainer of every plugin model without its own."""
+    """RecBole's Trainer with safe checkpoints; the trainer of every plugin model without its own.
+
+    A model that needs work done before its training starts (e.g. SRMA pre-training its complementary encoder on
+    the same split) defines ``before_fit(trainer, train_data, valid_data, show_progress)``; it runs first, then
+    RecBole's ``fit`` unchanged.
+    """
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        before_fit = getattr(self.model, "before_fit", None)
+        if before_fit is not None:
+            before_fit(self, train_data, valid_data, show_progress)
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
 
 _wrapped = {}

@@ -57,6 +57,8 @@ class MultiHeadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
+    """Position-wise feed-forward block with residual and LayerNorm; its dropout is SRMA's neuron masking."""
+
     def __init__(self, hidden_size, inner_size, hidden_dropout_prob, hidden_act, layer_norm_eps):
         super().__init__()
         self.dense_1 = nn.Linear(hidden_size, inner_size)
@@ -70,10 +72,12 @@ class FeedForward(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    def __init__(self, n_heads, hidden_size, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act, eps):
+    def __init__(
+        self, n_heads, hidden_size, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act, eps, ffn_dropout_prob
+    ):
         super().__init__()
         self.multi_head_attention = MultiHeadAttention(n_heads, hidden_size, attn_dropout_prob, hidden_dropout_prob, eps)
-        self.feed_forward = FeedForward(hidden_size, inner_size, hidden_dropout_prob, hidden_act, eps)
+        self.feed_forward = FeedForward(hidden_size, inner_size, ffn_dropout_prob, hidden_act, eps)
 
     def forward(self, hidden, attention_mask):
         return self.feed_forward(self.multi_head_attention(hidden, attention_mask))
@@ -106,6 +110,7 @@ class SASRecBackbone(nn.Module):
         hidden_act="gelu",
         layer_norm_eps=1e-12,
         initializer_range=0.02,
+        ffn_dropout_prob=None,
     ):
         super().__init__()
         self.n_items = n_items
@@ -122,26 +127,31 @@ class SASRecBackbone(nn.Module):
             attn_dropout_prob=attn_dropout_prob,
             hidden_act=hidden_act,
             eps=layer_norm_eps,
+            # a separate rate for the feed-forward blocks: SRMA's neuron masking; by default the same as elsewhere
+            ffn_dropout_prob=hidden_dropout_prob if ffn_dropout_prob is None else ffn_dropout_prob,
         )
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.dropout = nn.Dropout(hidden_dropout_prob)
         self.apply(self._init_weights)
 
+    CONFIG_KEYS = (
+        "hidden_size",
+        "n_layers",
+        "n_heads",
+        "inner_size",
+        "hidden_dropout_prob",
+        "attn_dropout_prob",
+        "hidden_act",
+        "layer_norm_eps",
+        "initializer_range",
+    )
+
     @classmethod
-    def from_config(cls, config, n_items, max_seq_length):
-        return cls(
-            n_items,
-            max_seq_length,
-            hidden_size=config["hidden_size"],
-            n_layers=config["n_layers"],
-            n_heads=config["n_heads"],
-            inner_size=config["inner_size"],
-            hidden_dropout_prob=config["hidden_dropout_prob"],
-            attn_dropout_prob=config["attn_dropout_prob"],
-            hidden_act=config["hidden_act"],
-            layer_norm_eps=config["layer_norm_eps"],
-            initializer_range=config["initializer_range"],
-        )
+    def from_config(cls, config, n_items, max_seq_length, **overrides):
+        """Built from the backbone keys of ``config``; ``overrides`` replace any of them (or set ffn_dropout_prob)."""
+        kwargs = {key: config[key] for key in cls.CONFIG_KEYS}
+        kwargs.update(overrides)
+        return cls(n_items, max_seq_length, **kwargs)
 
     def _init_weights(self, module):
         # RecBole's SASRec initialisation (normal for Linear and Embedding, padding row included).
@@ -203,10 +213,10 @@ class SequentialBackboneRecommender(SequentialRecommender):
     uses_plugin_backbone = True
     HPARAMS = BACKBONE_HPARAMS
 
-    def __init__(self, config, dataset):
+    def __init__(self, config, dataset, **backbone_overrides):
         super().__init__(config, dataset)
         self.mask_token = self.n_items
-        self.backbone = SASRecBackbone.from_config(config, self.n_items, self.max_seq_length)
+        self.backbone = SASRecBackbone.from_config(config, self.n_items, self.max_seq_length, **backbone_overrides)
         self.loss_fct = nn.CrossEntropyLoss()
 
     @classmethod

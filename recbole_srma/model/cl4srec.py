@@ -34,8 +34,8 @@ class CL4SRec(SequentialBackboneRecommender):
         "augmentations": hparams.subset_of(*OPERATOR_NAMES),
     }
 
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
+    def __init__(self, config, dataset, **backbone_overrides):
+        super().__init__(config, dataset, **backbone_overrides)
         self.cl_lambda = config["cl_lambda"]
         self.tau = config["tau"]
         self.sim = config["sim"]

@@ -1,0 +1,508 @@
+"""Resumable benchmark runner: train and evaluate several models and seeds on one dataset, one subprocess per run.
+
+    python bench/run_models.py --dataset amazon-toys --models SASRec CL4SRec SRMA --seeds 2020 2021 \
+        [--epochs 50] [--time-budget-min 60] [--set key=value ...] [--raw-data-dir DIR] [--data-path DIR] \
+        [--results bench/results/amazon-toys.json] [--runs-dir bench/runs] [--tag NAME]
+
+Each (model, seed) run executes ``run_recbole_srma`` in its own Python process (``--worker`` mode of this script), so
+a crash, an out-of-memory kill or a time-budget stop of one run leaves the others alone, and the peak memory is the
+run's own. The full log of a run is kept in ``<runs-dir>/<dataset>/<model>-seed<seed>[-<tag>].log``; RecBole's own
+log files, tensorboard files and checkpoints go under ``<runs-dir>/<dataset>/`` too.
+
+After each run one record is written (atomically) to the results file, a JSON list; a run already recorded there with
+status "ok" for the same dataset, model, seed, tag and overrides is skipped, so an interrupted benchmark resumes
+where it stopped. Runs recorded as "failed" or "timeout" are run again and their record replaced.
+"""
+
+import argparse
+import ast
+import datetime
+import json
+import os
+import platform
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODELS = ["SASRec", "CL4SRec", "SRMA"]
+METRICS = ["hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+RESULT_PREFIX = "BENCH_RESULT "
+ENV_PREFIX = "BENCH_ENV "
+LOG_TAIL_LINES = 40
+KILL_GRACE_S = 10
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Worker: one run in its own process
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def worker_main(spec_json):
+    """Run one model/seed as described by ``spec_json``; print the result as one ``BENCH_RESULT {json}`` line."""
+    spec = json.loads(spec_json)
+    # RecBole's Config reads every --key=value of sys.argv: the worker's own arguments must not reach it.
+    sys.argv = [sys.argv[0]]
+
+    import resource
+
+    import torch
+
+    from recbole_srma.config import Config
+    from recbole_srma.quick_start import run_recbole_srma
+
+    model, dataset, config_dict = spec["model"], spec["dataset"], spec["config_dict"]
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    # The resolved configuration (cheap to build): the epoch budget and the device the run will really use.
+    config = Config(model=model, dataset=dataset, config_dict=dict(config_dict))
+    device = config["device"]
+    env = {
+        "epochs": config["epochs"],
+        "device": device.type,
+        "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch_threads": torch.get_num_threads(),
+    }
+    print(ENV_PREFIX + json.dumps(env), flush=True)
+
+    result = run_recbole_srma(model=model, dataset=dataset, config_dict=dict(config_dict), saved=True)
+    out = {
+        **env,
+        "best_valid_score": float(result["best_valid_score"]),
+        "valid": dict(result["best_valid_result"] or {}),
+        "test": dict(result["test_result"] or {}),
+        "epochs_trained": result["epochs_trained"],
+        "last_epoch": result["last_epoch"],
+        "best_epoch": result["best_epoch"],
+        "stopped_early": bool(result["stopped_early"]),
+        "checkpoint": result["checkpoint"],
+        "worker_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "gpu_peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
+    }
+    sys.stdout.flush()
+    sys.stderr.flush()
+    print(RESULT_PREFIX + json.dumps(out), flush=True)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Parent: plan, launch, record
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def parse_value(text):
+    """A ``--set`` value as RecBole's command line reads it: a Python / JSON / YAML literal, else the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        import yaml
+
+        value = yaml.safe_load(text)
+        if not isinstance(value, str):
+            return value
+    except Exception:
+        pass
+    return text
+
+
+def parse_overrides(items):
+    overrides = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().lstrip("-")
+        if not sep or not key:
+            raise SystemExit(f"error: --set expects key=value, got '{item}'")
+        overrides[key] = parse_value(value.strip())
+    return overrides
+
+
+def run_key(dataset, model, seed, tag, overrides):
+    """What makes two runs the same run (paths and the time budget do not)."""
+    return (dataset, model, int(seed), tag or None, json.dumps(overrides or {}, sort_keys=True, default=str))
+
+
+def record_key(record):
+    return run_key(record["dataset"], record["model"], record["seed"], record.get("tag"), record.get("overrides"))
+
+
+def load_results(path):
+    path = Path(path)
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    if not text.strip():
+        return []
+    records = json.loads(text)
+    if not isinstance(records, list):
+        raise SystemExit(f"error: {path} does not hold a JSON list of run records")
+    return records
+
+
+def write_results(path, records):
+    """Atomic: a temporary file in the same folder, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(records, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_record(path, record):
+    """Re-read the file (another runner may have written to it), replace the run's old record or append."""
+    records = load_results(path)
+    key = record_key(record)
+    records = [r for r in records if record_key(r) != key]
+    records.append(record)
+    write_results(path, records)
+
+
+def _git(*args):
+    try:
+        out = subprocess.run(
+            ["git", "--no-optional-locks", "-C", str(REPO), *args], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state():
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return commit, (bool(status) if status is not None else None)
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Hardware", "cpu model"):
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _version(dist):
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info():
+    """The machine as the parent sees it; device, GPU and threads are filled in from the worker's report."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "recbole": _version("recbole"),
+        "device": None,
+        "gpu_name": None,
+        "torch_threads": None,
+    }
+
+
+def now_utc():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def log_path(runs_dir, dataset, model, seed, tag):
+    suffix = f"-{tag}" if tag else ""
+    return Path(runs_dir) / dataset / f"{model}-seed{seed}{suffix}.log"
+
+
+def equivalent_command(model, dataset, seed, overrides, paths):
+    """The user-facing command that trains the same run outside the benchmark."""
+    args = ["python", "run_recbole_srma.py", f"--model={model}", f"--dataset={dataset}", f"--seed={seed}"]
+    for key, value in {**overrides, **paths}.items():
+        args.append(f"--{key}={value}")
+    return shlex.join(args)
+
+
+def _parse_prefixed(text, prefix):
+    for line in reversed(text.splitlines()):
+        if line.startswith(prefix):
+            try:
+                return json.loads(line[len(prefix) :])
+            except ValueError:
+                return None
+    return None
+
+
+def _stop(pid):
+    """SIGTERM the run's process group, SIGKILL it after a grace period; reap the run: (wait status, rusage)."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + KILL_GRACE_S
+    while time.monotonic() < deadline:
+        done, status, rusage = os.wait4(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _, status, rusage = os.wait4(pid, 0)
+    try:  # anything the run started that outlived it
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return status, rusage
+
+
+def launch(spec, log_file, cwd, time_budget_s=None, threads=None):
+    """Run the worker for ``spec``; return (exit code, wall seconds, peak RSS in MiB, timed out).
+
+    The peak RSS is the run process's own maximum resident set size (``wait4``'s rusage of that child only).
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH")] if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, env=env,
+        start_new_session=True,
+    )
+    timed_out = False
+    try:
+        while True:
+            done, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if done:
+                break
+            if time_budget_s is not None and time.monotonic() - start > time_budget_s:
+                timed_out = True
+                status, rusage = _stop(proc.pid)
+                break
+            time.sleep(0.2)
+    except BaseException:  # Ctrl-C: take the run down with us
+        _stop(proc.pid)
+        raise
+    wall = time.monotonic() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, wall, rusage.ru_maxrss / 1024, timed_out
+
+
+def run_one(args, model, seed, overrides, paths, results_path, machine, git):
+    dataset, tag = args.dataset, args.tag
+    runs_dir = Path(args.runs_dir).resolve()
+    log = log_path(runs_dir, dataset, model, seed, tag)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    config_dict = {
+        **overrides,
+        **paths,
+        "seed": seed,
+        "show_progress": False,
+        "checkpoint_dir": str(runs_dir / dataset / "saved"),
+    }
+    spec = {"model": model, "dataset": dataset, "config_dict": config_dict, "threads": args.threads}
+    budget_s = args.time_budget_min * 60 if args.time_budget_min else None
+    started = now_utc()
+    command = shlex.join([sys.executable, *sys.argv])
+    with open(log, "w") as f:
+        f.write(f"# {command}\n# run: model={model} seed={seed} tag={tag} started {started}\n")
+        f.write(f"# config_dict: {json.dumps(config_dict, default=str)}\n")
+        f.flush()
+        returncode, wall, peak_mb, timed_out = launch(
+            spec, f, cwd=runs_dir / dataset, time_budget_s=budget_s, threads=args.threads
+        )
+    text = log.read_text(errors="replace")
+    result = _parse_prefixed(text, RESULT_PREFIX)
+    env = _parse_prefixed(text, ENV_PREFIX) or {}
+    machine = dict(machine, **{k: env.get(k) for k in ("device", "gpu_name", "torch_threads")})
+
+    if timed_out:
+        status = "timeout"
+    elif returncode == 0 and result is not None:
+        status = "ok"
+    else:
+        status = "failed"
+    record = {
+        "dataset": dataset,
+        "model": model,
+        "seed": seed,
+        "tag": tag,
+        "overrides": overrides,
+        "status": status,
+        "epochs": env.get("epochs", overrides.get("epochs")),
+        "epochs_trained": None,
+        "best_epoch": None,
+        "stopped_early": None,
+        "valid": None,
+        "test": None,
+        "wall_time_s": round(wall, 2),
+        "time_budget_s": budget_s,
+        "peak_rss_mb": round(peak_mb, 1),
+        "gpu_peak_mem_mb": None,
+        "returncode": returncode,
+        "machine": machine,
+        "git_commit": git[0],
+        "git_dirty": git[1],
+        "command": command,
+        "equivalent_command": equivalent_command(model, dataset, seed, overrides, paths),
+        "log": _display_path(log),
+        "started_utc": started,
+    }
+    if status == "ok":
+        record.update(
+            epochs=result["epochs"],
+            epochs_trained=result["epochs_trained"],
+            best_epoch=result["best_epoch"],
+            stopped_early=result["stopped_early"],
+            valid={m: result["valid"].get(m) for m in METRICS},
+            test={m: result["test"].get(m) for m in METRICS},
+            gpu_peak_mem_mb=round(result["gpu_peak_mem_mb"], 1) if result.get("gpu_peak_mem_mb") else None,
+        )
+    elif status == "failed":
+        record["error_tail"] = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+    save_record(results_path, record)
+    return record
+
+
+def _display_path(path):
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def _fmt_time(seconds):
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}min"
+    return f"{seconds / 3600:.2f}h"
+
+
+def print_table(rows):
+    header = ["model", "seed", "tag", "status", "epochs", "test hit@10", "test ndcg@10", "wall", "peak RSS"]
+    lines = [header]
+    for note, r in rows:
+        test = r.get("test") or {}
+        epochs = f"{r['epochs_trained']}/{r['epochs']}" if r.get("epochs_trained") is not None else "-"
+        lines.append(
+            [
+                r["model"],
+                str(r["seed"]),
+                r.get("tag") or "",
+                r["status"] + (f" ({note})" if note else ""),
+                epochs,
+                f"{test['hit@10']:.4f}" if test.get("hit@10") is not None else "-",
+                f"{test['ndcg@10']:.4f}" if test.get("ndcg@10") is not None else "-",
+                _fmt_time(r.get("wall_time_s")),
+                f"{r['peak_rss_mb']:.0f}MiB" if r.get("peak_rss_mb") is not None else "-",
+            ]
+        )
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    for i, row in enumerate(lines):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help="dataset name (amazon-toys, amazon-beauty, ...)")
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="models to run (default: %(default)s)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[2020], help="seeds (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=None, help="epoch budget (default: the config's, 300)")
+    parser.add_argument(
+        "--time-budget-min", type=float, default=None, help="wall-clock limit per run in minutes; past it the "
+        "run is stopped and recorded as 'timeout' (no metrics)"
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="config override for every run (repeatable); part of a run's identity",
+    )
+    parser.add_argument("--raw-data-dir", default=None, help="folder holding the raw benchmark files")
+    parser.add_argument("--data-path", default=None, help="converted datasets folder (default: ./dataset)")
+    parser.add_argument("--results", default=None, help="results JSON (default: bench/results/<dataset>.json)")
+    parser.add_argument("--runs-dir", default=str(REPO / "bench" / "runs"), help="logs (default: %(default)s)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads per run (default: torch's choice); on a "
+        "shared machine 1 can be much faster than oversubscribed cores. Not part of a run's identity",
+    )
+    parser.add_argument("--tag", default=None, help="name for this set of runs (in log names and records)")
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        return worker_main(argv[1])
+    args = build_parser().parse_args(argv)
+    if args.tag is not None and not args.tag.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise SystemExit("error: --tag may hold letters, digits, '-', '_' and '.' only")
+    overrides = parse_overrides(args.overrides)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    # Paths are made absolute (the worker runs in the runs folder) and are not part of a run's identity.
+    paths = {"data_path": str(Path(args.data_path or "dataset").resolve())}
+    if args.raw_data_dir:
+        paths["raw_data_dir"] = str(Path(args.raw_data_dir).resolve())
+    for key in ("data_path", "raw_data_dir"):
+        if key in overrides:
+            paths[key] = overrides.pop(key)
+    results_path = Path(args.results) if args.results else REPO / "bench" / "results" / f"{args.dataset}.json"
+
+    done = {record_key(r) for r in load_results(results_path) if r.get("status") == "ok"}
+    machine = machine_info()
+    git = git_state()
+    rows = []
+    plan = [(m, s) for m in args.models for s in args.seeds]
+    for i, (model, seed) in enumerate(plan, 1):
+        key = run_key(args.dataset, model, seed, args.tag, overrides)
+        if key in done:
+            record = next(r for r in load_results(results_path) if record_key(r) == key)
+            print(f"[{i}/{len(plan)}] {model} seed {seed}: already done, skipped", flush=True)
+            rows.append(("skipped", record))
+            continue
+        print(f"[{i}/{len(plan)}] {model} seed {seed}: running ...", flush=True)
+        record = run_one(args, model, seed, overrides, paths, results_path, machine, git)
+        print(f"[{i}/{len(plan)}] {model} seed {seed}: {record['status']} in {_fmt_time(record['wall_time_s'])}"
+              f" (log: {record['log']})", flush=True)
+        rows.append(("", record))
+    print(f"\n{args.dataset}: results in {_display_path(results_path)}")
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

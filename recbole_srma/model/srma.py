@@ -1,0 +1,263 @@
+"""SRMA: Liu et al., "Improving Contrastive Learning with Model Augmentation", 2022 (arXiv:2203.15508).
+
+CL4SRec's data augmentation (two views per sequence from crop / mask / reorder) plus three model augmentations:
+
+- neuron masking: dropout with probability ``neuron_mask_p`` in the feed-forward blocks (the encoder's and the
+  layer-dropping blocks); ``neuron_mask_scope: all`` applies it to every dropout of the encoder as well;
+- layer dropping: ``layer_drop_K`` extra feed-forward blocks after the encoder; in training each view skips
+  ``layer_drop_M`` < K of them, drawn at random independently per view (``layer_drop_shared: True`` draws one
+  pattern for both views, as the official code does); the next-item loss and evaluation run all K;
+- encoder complementing: a separately pre-trained encoder (``complement_type``: a 1-layer Transformer or a GRU, as
+  in the paper, or ``same`` architecture as the main encoder, as in the official code), frozen, whose embedding of
+  view 1's sequence, scaled by ``complement_gamma``, is added to view 1's representation before the InfoNCE.
+  It is pre-trained on next-item prediction over the same training split before SRMA's training starts (or loaded
+  from ``complement_checkpoint``), cached by dataset, data and encoder settings, and never used at inference.
+
+Loss: ``L_rec + cl_lambda * InfoNCE(z1, z2)``. Every published ablation is one config away (docs/models.md).
+
+Deviations:
+- From the paper: full-softmax next-item loss (the package's protocol, as for every model). The paper does not say
+  whether the complement encodes the original sequence or the augmented view; here it encodes view 1's sequence, so
+  the term complements exactly the branch it is added to.
+- From the official code: layer-dropping patterns are drawn per view (the official batched pass shares one pattern
+  between the two views; ``layer_drop_shared`` reproduces it); the complement encoder is frozen and in eval mode
+  (the official code leaves it in train mode with gradients flowing into it) and the run pre-trains it itself (the
+  official code expects a file and only uses it with a flag its README omits). The official code's variant, extra
+  InfoNCE terms between each view and the complement's embedding of the original sequence weighted by ``gamma``
+  instead of adding the embedding, is ``complement_mode: official``. Representations are the last position's hidden
+  state (the official code contrasts the flattened whole-sequence output).
+"""
+
+import copy
+import hashlib
+import json
+import os
+
+import torch
+import torch.nn as nn
+
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import set_color
+
+from recbole_srma import hparams
+from recbole_srma.errors import CheckpointError, ConfigError
+from recbole_srma.model.cl4srec import CL4SRec
+from recbole_srma.model.layers import (
+    COMPLEMENT_TYPES,
+    LayerDropStack,
+    build_complement_encoder,
+    sample_kept_layers,
+)
+from recbole_srma.model.losses import info_nce
+
+COMPLEMENT_FORMAT = "recbole_srma/srma_complement/1"
+
+
+class SRMA(CL4SRec):
+    HPARAMS = {
+        **CL4SRec.HPARAMS,
+        "neuron_mask_p": hparams.rate,
+        "neuron_mask_scope": hparams.one_of("ffn", "all"),
+        "layer_drop_K": hparams.non_negative_int,
+        "layer_drop_M": hparams.non_negative_int,
+        "layer_drop_shared": hparams.boolean,
+        "complement_type": hparams.one_of("none", *COMPLEMENT_TYPES),
+        "complement_gamma": hparams.non_negative,
+        "complement_mode": hparams.one_of("add", "official"),
+        "complement_checkpoint": hparams.optional(hparams.string),
+        "complement_epochs": hparams.positive_int,
+    }
+
+    @classmethod
+    def check_config(cls, config):
+        super().check_config(config)
+        K, M = config["layer_drop_K"], config["layer_drop_M"]
+        if K > 0 and M >= K:
+            raise ConfigError(
+                f"SRMA: layer dropping needs layer_drop_M < layer_drop_K (got M={M}, K={K}): each view must keep at "
+                "least one of the K extra layers. Lower layer_drop_M, or set layer_drop_K=0 to turn it off."
+            )
+        if K == 0 and M > 0:
+            raise ConfigError(f"SRMA: layer_drop_M={M} drops layers but layer_drop_K=0 adds none; set both, or M=0.")
+
+    def __init__(self, config, dataset):
+        p = config["neuron_mask_p"]
+        overrides = {"ffn_dropout_prob": p}
+        if config["neuron_mask_scope"] == "all":
+            overrides.update(hidden_dropout_prob=p, attn_dropout_prob=p)
+        super().__init__(config, dataset, **overrides)
+        self.layer_drop_M = config["layer_drop_M"]
+        self.layer_drop_shared = config["layer_drop_shared"]
+        self.layer_drop = LayerDropStack(
+            config["layer_drop_K"],
+            config["hidden_size"],
+            config["inner_size"],
+            p,
+            config["hidden_act"],
+            config["layer_norm_eps"],
+        )
+        self.layer_drop.apply(self.backbone._init_weights)
+
+        self.complement_type = config["complement_type"]
+        self.complement_gamma = config["complement_gamma"]
+        self.complement_mode = config["complement_mode"]
+        self.complement = None
+        if self.complement_type != "none":
+            self.complement = build_complement_encoder(
+                self.complement_type, config, self.n_items, self.max_seq_length
+            )
+            self.complement.requires_grad_(False)
+            self.complement.eval()
+        # A buffer, so checkpoints record whether the complement holds pre-trained weights.
+        self.register_buffer("complement_ready", torch.tensor(False))
+        if self.complement is not None and config["complement_checkpoint"]:
+            self.load_complement(config["complement_checkpoint"])
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.complement is not None:
+            self.complement.eval()  # frozen: no dropout, whatever mode the rest is in
+        return self
+
+    def forward(self, item_seq, item_seq_len):
+        return self.layer_drop(self.backbone(item_seq, item_seq_len))
+
+    def encode_views(self, item_seq, item_seq_len):
+        """Both augmented views through the encoder and the layer-dropping stack: (z1, z2, (seq1, len1))."""
+        (seq1, len1), (seq2, len2) = self.augmenter.views(item_seq, item_seq_len, n_views=2)
+        hidden = self.backbone(torch.cat([seq1, seq2]), torch.cat([len1, len2]))
+        keep = None
+        if len(self.layer_drop):
+            per_view = sample_kept_layers(
+                2, len(self.layer_drop), self.layer_drop_M, shared=self.layer_drop_shared, device=hidden.device
+            )
+            keep = per_view.repeat_interleave(item_seq.size(0), dim=0)
+        z1, z2 = self.layer_drop(hidden, keep).chunk(2)
+        return z1, z2, (seq1, len1)
+
+    def _complement_embedding(self, item_seq, item_seq_len):
+        if not bool(self.complement_ready):
+            raise RuntimeError(
+                "SRMA's complementary encoder has no pre-trained weights: train through the plugin's Trainer "
+                "(it pre-trains the encoder first) or set complement_checkpoint."
+            )
+        with torch.no_grad():
+            return self.complement(item_seq, item_seq_len)
+
+    def calculate_loss(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        rec_loss = self.rec_loss(self.forward(item_seq, item_seq_len), interaction[self.POS_ITEM_ID])
+        z1, z2, (seq1, len1) = self.encode_views(item_seq, item_seq_len)
+        cl_args = {"temperature": self.tau, "similarity": self.sim}
+        if self.complement is None or self.complement_gamma == 0:
+            cl_loss = info_nce(z1, z2, **cl_args)
+        elif self.complement_mode == "add":
+            z1 = z1 + self.complement_gamma * self._complement_embedding(seq1, len1)
+            cl_loss = info_nce(z1, z2, **cl_args)
+        else:  # official: extra terms against the complement's embedding of the original sequence
+            c = self._complement_embedding(item_seq, item_seq_len)
+            cl_loss = info_nce(z1, z2, **cl_args) + self.complement_gamma * (
+                info_nce(z1, c, **cl_args) + info_nce(z2, c, **cl_args)
+            )
+        return rec_loss, self.cl_lambda * cl_loss
+
+    # --- encoder complementing: pre-training, cache, loading ---------------------------------------------------------
+
+    def load_complement(self, path):
+        """Load pre-trained complement weights written by :meth:`before_fit` (``weights_only=True``)."""
+        from recbole_srma.trainer import load_model_state
+
+        if self.complement is None:
+            raise ConfigError("complement_checkpoint is set but complement_type is 'none'")
+        if not os.path.isfile(path):
+            raise CheckpointError(f"complement_checkpoint {path} does not exist")
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise CheckpointError(f"complement_checkpoint {path} is not a readable checkpoint: {err}") from None
+        if not isinstance(saved, dict) or saved.get("format") != COMPLEMENT_FORMAT:
+            raise CheckpointError(f"{path} is not an SRMA complement encoder file (format {COMPLEMENT_FORMAT})")
+        if saved["key"]["complement_type"] != self.complement_type:
+            raise CheckpointError(
+                f"{path} holds a '{saved['key']['complement_type']}' complement encoder, but complement_type is "
+                f"'{self.complement_type}'"
+            )
+        device = self.complement_ready.device
+        load_model_state(self.complement, {k: v.to(device) for k, v in saved["state_dict"].items()}, path)
+        self.complement_ready.fill_(True)
+
+    def complement_cache_key(self, config, train_data):
+        """Everything the pre-trained complement depends on: dataset, its training data, encoder and training set-up."""
+        dataset = train_data._dataset
+        digest = hashlib.sha256()
+        for field in (self.ITEM_SEQ, self.ITEM_SEQ_LEN, self.POS_ITEM_ID):
+            digest.update(dataset.inter_feat[field].numpy().tobytes())
+        key = {
+            "dataset": config["dataset"],
+            "train_data_sha256": digest.hexdigest(),
+            "n_items": self.n_items,
+            "complement_type": self.complement_type,
+            "complement_epochs": config["complement_epochs"],
+            "seed": config["seed"],
+            "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"],
+            "learning_rate": config["learning_rate"],
+            "train_batch_size": config["train_batch_size"],
+            **{k: config[k] for k in ("hidden_size", "n_layers", "n_heads", "inner_size", "hidden_dropout_prob",
+                                      "attn_dropout_prob", "hidden_act", "layer_norm_eps", "initializer_range")},
+        }
+        name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        path = os.path.join(config["checkpoint_dir"], "srma_complement", f"{config['dataset']}-{self.complement_type}-{name}.pth")
+        return key, path
+
+    def before_fit(self, trainer, train_data, valid_data, show_progress):
+        """Pre-train the complementary encoder on next-item prediction (or reuse the cached one), then freeze it."""
+        if self.complement is None or bool(self.complement_ready):
+            return
+        from recbole_srma.trainer import Trainer, atomic_torch_save
+
+        config = trainer.config
+        key, path = self.complement_cache_key(config, train_data)
+        if os.path.isfile(path):
+            trainer.logger.info(set_color("SRMA complement encoder from cache", "blue") + f": {path}")
+            self.load_complement(path)
+            return
+        trainer.logger.info(
+            set_color("Pre-training SRMA's complement encoder", "blue")
+            + f" ({self.complement_type}, up to {config['complement_epochs']} epochs)"
+        )
+        sub_config = copy.copy(config)
+        sub_config.final_config_dict = dict(
+            config.final_config_dict, model="SRMAComplement", epochs=config["complement_epochs"]
+        )
+        encoder = copy.deepcopy(self.complement).requires_grad_(True)
+        pretrainer = ComplementPretrainer(sub_config, train_data._dataset, encoder).to(self.complement_ready.device)
+        sub_trainer = Trainer(sub_config, pretrainer)
+        sub_trainer.fit(train_data, valid_data, saved=True, show_progress=show_progress)
+        sub_trainer._load_checkpoint_for_model(sub_trainer.saved_model_file)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_torch_save({"format": COMPLEMENT_FORMAT, "key": key, "state_dict": encoder.state_dict()}, path)
+        os.remove(sub_trainer.saved_model_file)
+        self.load_complement(path)
+
+
+class ComplementPretrainer(SequentialRecommender):
+    """Next-item prediction (full-softmax CE) with a complement encoder, to pre-train it on the training split."""
+
+    def __init__(self, config, dataset, encoder):
+        super().__init__(config, dataset)
+        self.encoder = encoder
+        self.loss_fct = nn.CrossEntropyLoss()
+
+    def forward(self, item_seq, item_seq_len):
+        return self.encoder(item_seq, item_seq_len)
+
+    def _scores(self, interaction):
+        output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return output @ self.encoder.item_embedding.weight[: self.n_items].t()
+
+    def calculate_loss(self, interaction):
+        return self.loss_fct(self._scores(interaction), interaction[self.POS_ITEM_ID])
+
+    def full_sort_predict(self, interaction):
+        return self._scores(interaction)

@@ -1,0 +1,143 @@
+"""bench/run_models.py and bench/render_results.py end to end on the tiny dataset (one epoch, one seed)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tiny import make_tiny_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+RUNNER = REPO / "bench" / "run_models.py"
+RENDERER = REPO / "bench" / "render_results.py"
+METRICS = ["hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+TINY_SETTINGS = [
+    "--set", "hidden_size=16",
+    "--set", "inner_size=32",
+    "--set", "MAX_ITEM_LIST_LENGTH=20",
+    "--set", "train_batch_size=64",
+    "--epochs", "1",
+    "--threads", "1",  # on a busy 2-core machine two torch threads per run can be 50x slower
+]
+
+
+def _run(script, args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """One benchmark invocation: SASRec and CL4SRec, seed 2020, on a (smaller) tiny dataset."""
+    root = tmp_path_factory.mktemp("bench")
+    data = make_tiny_dataset(root, n_users=150)
+    results = root / "results" / "tiny.json"
+    base = [
+        "--dataset", data["dataset"],
+        "--data-path", data["data_path"],
+        "--results", str(results),
+        "--runs-dir", str(root / "runs"),
+        *TINY_SETTINGS,
+    ]
+    out = _run(RUNNER, [*base, "--models", "SASRec", "CL4SRec", "--seeds", "2020"], root)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return {"root": root, "results": results, "base": base, "stdout": out.stdout, "dataset": data["dataset"]}
+
+
+def test_records_hold_metrics_timing_and_machine(bench):
+    records = json.loads(bench["results"].read_text())
+    assert [r["model"] for r in records] == ["SASRec", "CL4SRec"]
+    for r in records:
+        assert r["status"] == "ok", r.get("error_tail")
+        assert r["dataset"] == bench["dataset"] and r["seed"] == 2020 and r["tag"] is None
+        assert r["overrides"] == {
+            "hidden_size": 16, "inner_size": 32, "MAX_ITEM_LIST_LENGTH": 20, "train_batch_size": 64, "epochs": 1
+        }
+        assert r["epochs"] == 1 and r["epochs_trained"] == 1 and r["stopped_early"] is False
+        for split in ("valid", "test"):
+            assert set(r[split]) == set(METRICS)
+            assert all(isinstance(v, float) and 0 <= v <= 1 for v in r[split].values())
+        assert r["wall_time_s"] > 0 and r["peak_rss_mb"] > 10
+        machine = r["machine"]
+        for key in ("hostname", "platform", "cpu_model", "cpu_count", "torch", "device"):
+            assert machine[key], key
+        assert machine["device"] in ("cpu", "cuda") and machine["torch_threads"] == 1
+        assert r["command"] and "run_models.py" in r["command"]
+        assert r["equivalent_command"].startswith("python run_recbole_srma.py --model=" + r["model"])
+        assert r["started_utc"].endswith("+00:00")
+        assert "git_commit" in r
+        log = Path(r["log"])
+        assert log.is_file() and log.name == f"{r['model']}-seed2020.log"
+        assert "BENCH_RESULT" in log.read_text()
+    assert "SASRec" in bench["stdout"] and "CL4SRec" in bench["stdout"]
+
+
+def test_second_invocation_skips_finished_runs(bench):
+    before = bench["results"].read_text()
+    logs = {p: p.stat().st_mtime_ns for p in (bench["root"] / "runs").rglob("*.log")}
+    start = time.monotonic()
+    out = _run(RUNNER, [*bench["base"], "--models", "SASRec", "CL4SRec", "--seeds", "2020"], bench["root"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert time.monotonic() - start < 20
+    assert out.stdout.count("already done, skipped") == 2
+    assert bench["results"].read_text() == before
+    assert {p: p.stat().st_mtime_ns for p in logs} == logs
+
+
+def test_time_budget_records_a_timeout(bench):
+    out = _run(
+        RUNNER,
+        [*bench["base"], "--models", "SASRec", "--seeds", "2020", "--tag", "budget", "--time-budget-min", "0.001"],
+        bench["root"],
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = json.loads(bench["results"].read_text())
+    timeout = [r for r in records if r.get("tag") == "budget"]
+    assert len(timeout) == 1 and len(records) == 3
+    r = timeout[0]
+    assert r["status"] == "timeout" and r["test"] is None and r["valid"] is None
+    assert r["time_budget_s"] == pytest.approx(0.06)
+    assert Path(r["log"]).name == "SASRec-seed2020-budget.log"
+
+
+def test_render_marks_partial_runs(bench, tmp_path):
+    page = tmp_path / "results.md"
+    out = _run(RENDERER, ["--results-dir", str(bench["results"].parent), "--out", str(page)], bench["root"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = page.read_text()
+    assert "bench/render_results.py" in text.split("##")[0]
+    assert "| **SASRec** |" in text and "| **CL4SRec** |" in text
+    assert "partial (budget)" in text
+    assert "HR@10" in text and "NDCG@20" in text
+    assert "run_recbole_srma.py --model=SASRec" in text
+
+
+def _load(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_overrides_are_parsed_like_the_command_line():
+    runner = _load(RUNNER, "bench_run_models")
+    parsed = runner.parse_overrides(["learning_rate=1e-3", "use_gpu=False", "hidden_act=gelu", "topk=[5, 10]", "n=3"])
+    assert parsed == {"learning_rate": 0.001, "use_gpu": False, "hidden_act": "gelu", "topk": [5, 10], "n": 3}
+    key = runner.run_key("d", "M", 1, None, {"b": 1, "a": 2})
+    assert key == runner.run_key("d", "M", 1, "", {"a": 2, "b": 1})
+
+
+def test_relative_difference_against_published_numbers():
+    renderer = _load(RENDERER, "bench_render_results")
+    assert set(renderer.PUBLISHED) == {"amazon-beauty", "amazon-sports", "amazon-toys", "yelp"}
+    for entries in renderer.PUBLISHED.values():
+        assert all(source in renderer.SOURCES and len(values) == 6 for source, _, values in entries)
+    assert renderer.fmt_rel(0.0330, 0.0300) == "+10.0%"
+    assert renderer.fmt_rel(0.0270, 0.0300) == "−10.0%"
