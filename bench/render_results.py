@@ -98,13 +98,15 @@ def setup_label(record):
     """What distinguishes a set of runs: the tag, else its overrides other than the epoch budget."""
     if record.get("tag"):
         return record["tag"]
+    parts = [Path(f).stem for f in record.get("config_files") or []]
     extra = {k: v for k, v in (record.get("overrides") or {}).items() if k != "epochs"}
-    return ", ".join(f"{k}={v}" for k, v in extra.items()) or "defaults"
+    parts += [f"{k}={v}" for k, v in extra.items()]
+    return ", ".join(parts) or "defaults"
 
 
 def group_key(record):
     overrides = json.dumps(record.get("overrides") or {}, sort_keys=True, default=str)
-    return (record["model"], record.get("tag") or "", overrides)
+    return (record["model"], record.get("tag") or "", overrides, tuple(record.get("config_files") or ()))
 
 
 def machine_label(machine):

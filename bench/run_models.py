@@ -61,7 +61,8 @@ def worker_main(spec_json):
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     # The resolved configuration (cheap to build): the epoch budget and the device the run will really use.
-    config = Config(model=model, dataset=dataset, config_dict=dict(config_dict))
+    files = spec.get("config_files") or None
+    config = Config(model=model, dataset=dataset, config_file_list=files, config_dict=dict(config_dict))
     device = config["device"]
     env = {
         "epochs": config["epochs"],
@@ -71,7 +72,9 @@ def worker_main(spec_json):
     }
     print(ENV_PREFIX + json.dumps(env), flush=True)
 
-    result = run_recbole_srma(model=model, dataset=dataset, config_dict=dict(config_dict), saved=True)
+    result = run_recbole_srma(
+        model=model, dataset=dataset, config_file_list=files, config_dict=dict(config_dict), saved=True
+    )
     out = {
         **env,
         "best_valid_score": float(result["best_valid_score"]),
@@ -128,13 +131,17 @@ def parse_overrides(items):
     return overrides
 
 
-def run_key(dataset, model, seed, tag, overrides):
-    """What makes two runs the same run (paths and the time budget do not)."""
-    return (dataset, model, int(seed), tag or None, json.dumps(overrides or {}, sort_keys=True, default=str))
+def run_key(dataset, model, seed, tag, overrides, config_files=None):
+    """What makes two runs the same run (paths, threads and the time budget do not)."""
+    overrides = json.dumps(overrides or {}, sort_keys=True, default=str)
+    return (dataset, model, int(seed), tag or None, overrides, tuple(config_files or ()))
 
 
 def record_key(record):
-    return run_key(record["dataset"], record["model"], record["seed"], record.get("tag"), record.get("overrides"))
+    return run_key(
+        record["dataset"], record["model"], record["seed"], record.get("tag"), record.get("overrides"),
+        record.get("config_files"),
+    )
 
 
 def load_results(path):
@@ -239,9 +246,11 @@ def log_path(runs_dir, dataset, model, seed, tag):
     return Path(runs_dir) / dataset / f"{model}-seed{seed}{suffix}.log"
 
 
-def equivalent_command(model, dataset, seed, overrides, paths):
+def equivalent_command(model, dataset, seed, overrides, paths, config_files=()):
     """The user-facing command that trains the same run outside the benchmark."""
     args = ["python", "run_recbole_srma.py", f"--model={model}", f"--dataset={dataset}", f"--seed={seed}"]
+    if config_files:
+        args.append("--config_files=" + ",".join(config_files))
     for key, value in {**overrides, **paths}.items():
         args.append(f"--{key}={value}")
     return shlex.join(args)
@@ -317,7 +326,7 @@ def launch(spec, log_file, cwd, time_budget_s=None, threads=None):
     return proc.returncode, wall, rusage.ru_maxrss / 1024, timed_out
 
 
-def run_one(args, model, seed, overrides, paths, results_path, machine, git):
+def run_one(args, model, seed, overrides, config_files, paths, results_path, machine, git):
     dataset, tag = args.dataset, args.tag
     runs_dir = Path(args.runs_dir).resolve()
     log = log_path(runs_dir, dataset, model, seed, tag)
@@ -329,7 +338,13 @@ def run_one(args, model, seed, overrides, paths, results_path, machine, git):
         "show_progress": False,
         "checkpoint_dir": str(runs_dir / dataset / "saved"),
     }
-    spec = {"model": model, "dataset": dataset, "config_dict": config_dict, "threads": args.threads}
+    spec = {
+        "model": model,
+        "dataset": dataset,
+        "config_dict": config_dict,
+        "config_files": [str((REPO / f) if not Path(f).is_absolute() else f) for f in config_files],
+        "threads": args.threads,
+    }
     budget_s = args.time_budget_min * 60 if args.time_budget_min else None
     started = now_utc()
     command = shlex.join([sys.executable, *sys.argv])
@@ -340,6 +355,9 @@ def run_one(args, model, seed, overrides, paths, results_path, machine, git):
         returncode, wall, peak_mb, timed_out = launch(
             spec, f, cwd=runs_dir / dataset, time_budget_s=budget_s, threads=args.threads
         )
+    if timed_out:
+        with open(log, "a") as f:
+            f.write(f"\n# stopped by the benchmark: time budget of {budget_s:.0f} s exceeded after {wall:.0f} s\n")
     text = log.read_text(errors="replace")
     result = _parse_prefixed(text, RESULT_PREFIX)
     env = _parse_prefixed(text, ENV_PREFIX) or {}
@@ -357,6 +375,7 @@ def run_one(args, model, seed, overrides, paths, results_path, machine, git):
         "seed": seed,
         "tag": tag,
         "overrides": overrides,
+        "config_files": list(config_files),
         "status": status,
         "epochs": env.get("epochs", overrides.get("epochs")),
         "epochs_trained": None,
@@ -366,6 +385,7 @@ def run_one(args, model, seed, overrides, paths, results_path, machine, git):
         "test": None,
         "wall_time_s": round(wall, 2),
         "time_budget_s": budget_s,
+        "threads": args.threads,
         "peak_rss_mb": round(peak_mb, 1),
         "gpu_peak_mem_mb": None,
         "returncode": returncode,
@@ -373,7 +393,7 @@ def run_one(args, model, seed, overrides, paths, results_path, machine, git):
         "git_commit": git[0],
         "git_dirty": git[1],
         "command": command,
-        "equivalent_command": equivalent_command(model, dataset, seed, overrides, paths),
+        "equivalent_command": equivalent_command(model, dataset, seed, overrides, paths, config_files),
         "log": _display_path(log),
         "started_utc": started,
     }
@@ -451,6 +471,10 @@ def build_parser():
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="config override for every run (repeatable); part of a run's identity",
     )
+    parser.add_argument(
+        "--config-files", nargs="+", default=[], metavar="FILE",
+        help="yaml config files for every run (e.g. properties/ablation/SRMA-wo-D.yaml); part of a run's identity",
+    )
     parser.add_argument("--raw-data-dir", default=None, help="folder holding the raw benchmark files")
     parser.add_argument("--data-path", default=None, help="converted datasets folder (default: ./dataset)")
     parser.add_argument("--results", default=None, help="results JSON (default: bench/results/<dataset>.json)")
@@ -480,6 +504,12 @@ def main(argv=None):
     for key in ("data_path", "raw_data_dir"):
         if key in overrides:
             paths[key] = overrides.pop(key)
+    config_files = []
+    for name in args.config_files:
+        path = Path(name).resolve()
+        if not path.is_file():
+            raise SystemExit(f"error: config file {name} not found")
+        config_files.append(_display_path(path))  # relative to the repository when inside it: stable identity
     results_path = Path(args.results) if args.results else REPO / "bench" / "results" / f"{args.dataset}.json"
 
     done = {record_key(r) for r in load_results(results_path) if r.get("status") == "ok"}
@@ -488,14 +518,14 @@ def main(argv=None):
     rows = []
     plan = [(m, s) for m in args.models for s in args.seeds]
     for i, (model, seed) in enumerate(plan, 1):
-        key = run_key(args.dataset, model, seed, args.tag, overrides)
+        key = run_key(args.dataset, model, seed, args.tag, overrides, config_files)
         if key in done:
             record = next(r for r in load_results(results_path) if record_key(r) == key)
             print(f"[{i}/{len(plan)}] {model} seed {seed}: already done, skipped", flush=True)
             rows.append(("skipped", record))
             continue
         print(f"[{i}/{len(plan)}] {model} seed {seed}: running ...", flush=True)
-        record = run_one(args, model, seed, overrides, paths, results_path, machine, git)
+        record = run_one(args, model, seed, overrides, config_files, paths, results_path, machine, git)
         print(f"[{i}/{len(plan)}] {model} seed {seed}: {record['status']} in {_fmt_time(record['wall_time_s'])}"
               f" (log: {record['log']})", flush=True)
         rows.append(("", record))

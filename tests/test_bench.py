@@ -100,11 +100,25 @@ def test_time_budget_records_a_timeout(bench):
     assert out.returncode == 0, out.stderr[-3000:]
     records = json.loads(bench["results"].read_text())
     timeout = [r for r in records if r.get("tag") == "budget"]
-    assert len(timeout) == 1 and len(records) == 3
+    assert len(timeout) == 1 and len([r for r in records if r.get("tag") is None]) == 2
     r = timeout[0]
     assert r["status"] == "timeout" and r["test"] is None and r["valid"] is None
     assert r["time_budget_s"] == pytest.approx(0.06)
     assert Path(r["log"]).name == "SASRec-seed2020-budget.log"
+
+
+def test_config_files_are_used_and_part_of_the_identity(bench):
+    extra = bench["root"] / "extra.yaml"
+    extra.write_text("hidden_dropout_prob: 0.3\n")
+    args = [*bench["base"], "--models", "SASRec", "--config-files", str(extra), "--tag", "cfg"]
+    out = _run(RUNNER, args, bench["root"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = json.loads(bench["results"].read_text())
+    r = next(r for r in records if r.get("tag") == "cfg")
+    assert r["status"] == "ok", r.get("error_tail")
+    assert r["config_files"] == [str(extra)]
+    assert "--config_files=" + str(extra) in r["equivalent_command"]
+    assert "hidden_dropout_prob = 0.3" in Path(r["log"]).read_text()
 
 
 def test_render_marks_partial_runs(bench, tmp_path):
