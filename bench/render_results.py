@@ -221,7 +221,8 @@ def render_dataset(dataset, records):
             first = group[0]
             ours = {m: mean_metric(group, m) for m in METRICS}
             status = "partial (budget)" if is_partial(group) else "complete"
-            label = f"{first['model']} ({setup_label(first)}; {len(group)} seed{'s' if len(group) > 1 else ''}; {status})"
+            seeds = f"{len(group)} seed{'s' if len(group) > 1 else ''}"
+            label = f"{first['model']} ({setup_label(first)}; {seeds}; {status})"
             for source, model, values in published:
                 if model != first["model"]:
                     continue
