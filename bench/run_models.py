@@ -30,6 +30,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from render_results import fmt_time  # bench/ is on sys.path: scripts run from it
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ["SASRec", "CL4SRec", "SRMA"]
 METRICS = ["hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20"]
@@ -421,16 +423,6 @@ def _display_path(path):
         return str(path)
 
 
-def _fmt_time(seconds):
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}min"
-    return f"{seconds / 3600:.2f}h"
-
-
 def print_table(rows):
     header = ["model", "seed", "tag", "status", "epochs", "test hit@10", "test ndcg@10", "wall", "peak RSS"]
     lines = [header]
@@ -446,7 +438,7 @@ def print_table(rows):
                 epochs,
                 f"{test['hit@10']:.4f}" if test.get("hit@10") is not None else "-",
                 f"{test['ndcg@10']:.4f}" if test.get("ndcg@10") is not None else "-",
-                _fmt_time(r.get("wall_time_s")),
+                fmt_time(r.get("wall_time_s")),
                 f"{r['peak_rss_mb']:.0f}MiB" if r.get("peak_rss_mb") is not None else "-",
             ]
         )
@@ -526,7 +518,7 @@ def main(argv=None):
             continue
         print(f"[{i}/{len(plan)}] {model} seed {seed}: running ...", flush=True)
         record = run_one(args, model, seed, overrides, config_files, paths, results_path, machine, git)
-        print(f"[{i}/{len(plan)}] {model} seed {seed}: {record['status']} in {_fmt_time(record['wall_time_s'])}"
+        print(f"[{i}/{len(plan)}] {model} seed {seed}: {record['status']} in {fmt_time(record['wall_time_s'])}"
               f" (log: {record['log']})", flush=True)
         rows.append(("", record))
     print(f"\n{args.dataset}: results in {_display_path(results_path)}")
