@@ -170,7 +170,7 @@ def is_partial(group):
     return any(not r.get("stopped_early") for r in group)
 
 
-def render_dataset(dataset, records):
+def render_dataset(dataset, records, notes=None):
     ok = [r for r in records if r.get("status") == "ok"]
     other = [r for r in records if r.get("status") != "ok"]
     groups = OrderedDict()
@@ -178,6 +178,8 @@ def render_dataset(dataset, records):
         groups.setdefault(group_key(r), []).append(r)
 
     out = [f"## {dataset}", ""]
+    if notes:
+        out += ["### Reading these numbers", "", notes.strip(), ""]
 
     out += ["### Our runs (test)", ""]
     if groups:
@@ -263,7 +265,13 @@ def render_dataset(dataset, records):
     return out
 
 
-def render(records):
+def load_notes(results_dir):
+    """Hand-written analysis per dataset: ``<results-dir>/<dataset>.notes.md``, shown above that dataset's tables."""
+    return {p.name[: -len(".notes.md")]: p.read_text() for p in Path(results_dir).glob("*.notes.md")}
+
+
+def render(records, notes=None):
+    notes = notes or {}
     by_dataset = OrderedDict()
     for r in records:
         by_dataset.setdefault(r["dataset"], []).append(r)
@@ -272,7 +280,7 @@ def render(records):
     if not order:
         out += ["No benchmark records yet: run `bench/run_models.py` (see `bench/README.md`).", ""]
     for dataset in order:
-        out += render_dataset(dataset, by_dataset[dataset])
+        out += render_dataset(dataset, by_dataset[dataset], notes.get(dataset))
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -281,7 +289,7 @@ def main(argv=None):
     parser.add_argument("--results-dir", default=str(REPO / "bench" / "results"), help="default: %(default)s")
     parser.add_argument("--out", default=str(REPO / "docs" / "results.md"), help="default: %(default)s")
     args = parser.parse_args(argv)
-    text = render(load_records(args.results_dir))
+    text = render(load_records(args.results_dir), load_notes(args.results_dir))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -123,6 +123,8 @@ def test_config_files_are_used_and_part_of_the_identity(bench):
 
 def test_render_marks_partial_runs(bench, tmp_path):
     page = tmp_path / "results.md"
+    dataset = json.loads(bench["results"].read_text())[0]["dataset"]
+    (bench["results"].parent / f"{dataset}.notes.md").write_text("Hand-written reading of these runs.\n")
     out = _run(RENDERER, ["--results-dir", str(bench["results"].parent), "--out", str(page)], bench["root"])
     assert out.returncode == 0, out.stderr[-3000:]
     text = page.read_text()
@@ -131,6 +133,8 @@ def test_render_marks_partial_runs(bench, tmp_path):
     assert "partial (budget)" in text
     assert "HR@10" in text and "NDCG@20" in text
     assert "run_recbole_srma.py --model=SASRec" in text
+    section = text[text.index(f"## {dataset}") :]
+    assert section.index("Hand-written reading of these runs.") < section.index("### Our runs")
 
 
 def _load(path, name):
