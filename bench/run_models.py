@@ -30,7 +30,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from render_results import fmt_time  # bench/ is on sys.path: scripts run from it
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported by tests, not run as a script
+from render_results import fmt_time  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ["SASRec", "CL4SRec", "SRMA"]
