@@ -41,6 +41,7 @@ from recbole.utils import set_color
 
 from recbole_srma import hparams
 from recbole_srma.errors import CheckpointError, ConfigError
+from recbole_srma.model.backbone import SASRecBackbone
 from recbole_srma.model.cl4srec import CL4SRec
 from recbole_srma.model.layers import (
     COMPLEMENT_TYPES,
@@ -203,8 +204,7 @@ class SRMA(CL4SRec):
             "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"],
             "learning_rate": config["learning_rate"],
             "train_batch_size": config["train_batch_size"],
-            **{k: config[k] for k in ("hidden_size", "n_layers", "n_heads", "inner_size", "hidden_dropout_prob",
-                                      "attn_dropout_prob", "hidden_act", "layer_norm_eps", "initializer_range")},
+            **{k: config[k] for k in SASRecBackbone.CONFIG_KEYS},
         }
         name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         path = os.path.join(config["checkpoint_dir"], "srma_complement", f"{config['dataset']}-{self.complement_type}-{name}.pth")
