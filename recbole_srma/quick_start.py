@@ -79,8 +79,9 @@ def run_recbole_srma(
         resume: a checkpoint to continue training from.
 
     Returns:
-        dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result`` and
-        ``checkpoint`` (path of the best model, or None when ``saved`` is false).
+        dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``,
+        ``checkpoint`` (path of the best model, or None when ``saved`` is false), and ``epochs_trained``,
+        ``last_epoch``, ``best_epoch``, ``stopped_early`` (see :func:`training_summary`).
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 
 from recbole_srma import hparams
+from recbole_srma.errors import ConfigError
 
 _ACTIVATIONS = {
     "gelu": F.gelu,
@@ -226,8 +227,6 @@ class SequentialBackboneRecommender(SequentialRecommender):
         try:
             _heads_divide_hidden(config)
         except ValueError as err:
-            from recbole_srma.errors import ConfigError
-
             raise ConfigError(f"{cls.__name__}: {err}") from None
 
     def forward(self, item_seq, item_seq_len):
