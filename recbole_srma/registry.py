@@ -17,6 +17,7 @@ compat.patch_recbole()
 
 # name -> "module:Class"; imported on first use so that looking up one model does not import every model.
 MODELS = {
+    "PluginSASRec": "recbole_srma.model.backbone:PluginSASRec",
     "CL4SRec": "recbole_srma.model.cl4srec:CL4SRec",
     "SRMA": "recbole_srma.model.srma:SRMA",
 }

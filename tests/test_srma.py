@@ -59,10 +59,11 @@ def test_exactly_M_layers_dropped_per_view_in_training_and_none_at_evaluation(tm
     batch = _batch(train_data)
     batch_size = len(batch)
     model.train()
-    z1, z2, _ = model.encode_views(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
+    model.encode_with_views(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
     keep = seen[-1]
-    assert keep.shape == (2 * batch_size, 3)
-    view1, view2 = keep[:batch_size], keep[batch_size:]
+    assert keep.shape == (3 * batch_size, 3)
+    rows_of_rec_loss, view1, view2 = keep.chunk(3)
+    assert rows_of_rec_loss.all()  # the next-item loss's rows run every layer
     assert (view1 == view1[0]).all() and (view2 == view2[0]).all()  # one pattern per view
     assert view1[0].sum() == 1 and view2[0].sum() == 1  # K - M = 1 layer kept
 
@@ -96,14 +97,14 @@ def test_model_augmentation_alone_makes_two_views_differ_and_switches_off(tmp_pa
     batch = _batch(train_data)
     seq, length = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
     model.train()
-    z1, z2, (view_seq, _) = model.encode_views(seq, length)
+    _, z1, z2, (view_seq, _) = model.encode_with_views(seq, length)
     assert torch.equal(view_seq, seq)  # no data augmentation
     assert not torch.allclose(z1, z2)
 
     off = {"neuron_mask_p": 0.0, "neuron_mask_scope": "all", "layer_drop_K": 0, "layer_drop_M": 0}
     _, model, train_data, *_ = build("SRMA", tmp_path, augmentations=["identity"], **NO_COMPLEMENT, **off)
     model.train()
-    z1, z2, _ = model.encode_views(seq, length)
+    _, z1, z2, _ = model.encode_with_views(seq, length)
     torch.testing.assert_close(z1, z2)  # nothing left to make them differ
 
 

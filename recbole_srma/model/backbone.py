@@ -11,7 +11,22 @@ Differences from RecBole's SASRec, none of which changes a score:
   scored (``SequentialBackboneRecommender.item_weights`` drops it);
 - attention uses ``torch.nn.functional.scaled_dot_product_attention`` with a boolean mask instead of adding
   -10000 to masked logits (identical after softmax in float32).
+
+The fast path (``fast_path: True``, the default; docs/performance.md) computes the same function with less work:
+- padding removal: embeddings, projections, feed-forward blocks, LayerNorms and dropouts run on the real tokens
+  only (a batch of Sports sequences is ~80 % padding); tokens are packed into ``[N, H]`` and scattered into a
+  ``[B, L_max, .]`` layout, ``L_max`` the longest sequence of the batch, only for the attention products;
+- the last block computes its query, attention output and feed-forward block for the last real position only,
+  the only one any plugin model reads (keys and values still come from every real position);
+- cheaper dropout masks: ``uniform >= p`` instead of ``bernoulli_`` (the same Bernoulli(1 - p) keep mask, ~4x
+  cheaper on CPU), and attention computed explicitly so its dropout uses that mask too (``scaled_dot_product_
+  attention`` with dropout falls back to a slow kernel on CPU).
+Outputs equal the padded path's up to float rounding (tests/test_fast_path.py); in training the random masks are
+drawn differently, from the same distribution. Sequences must be left-aligned (RecBole's layout: item ids at
+positions ``0 .. len - 1``, zeros after), which every augmentation keeps.
 """
+
+import math
 
 import torch
 import torch.nn as nn
@@ -31,6 +46,91 @@ _ACTIVATIONS = {
 }
 
 
+class _NativeGELU(torch.autograd.Function):
+    """Exact GELU computed by ATen's own kernel, never oneDNN's.
+
+    On CPU, ``F.gelu`` hands float32 inputs to a oneDNN primitive that is JIT-compiled and cached per tensor shape.
+    The fast path's token count changes with every batch, so every batch compiled new primitives and the process
+    grew by ~1 GB per 100 batches (measured on Sports; docs/performance.md). ATen's kernel computes the same function
+    (``erf`` form) at the same speed, with no cache.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _without_onednn(torch.ops.aten.gelu, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return _without_onednn(torch.ops.aten.gelu_backward, grad, x)
+
+
+def _without_onednn(fn, *args):
+    # Only the enabled switch: torch.backends.mkldnn.flags() also resets TF32 settings and warns on every call.
+    previous = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        return fn(*args)
+    finally:
+        torch.backends.mkldnn.enabled = previous
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` whose fast mode draws its keep mask as ``uniform >= p`` (same distribution, cheaper on CPU)."""
+
+    fast = False
+
+    def forward(self, x):
+        if not self.fast or not self.training or self.p == 0.0:
+            return super().forward(x)
+        if self.p == 1.0:
+            return x * 0.0
+        return x * (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+
+
+def set_fast_dropout(module, enabled):
+    """Switch every :class:`Dropout` inside ``module`` to (or from) the fast mask."""
+    for sub in module.modules():
+        if isinstance(sub, Dropout):
+            sub.fast = bool(enabled)
+    return module
+
+
+class PackedLayout:
+    """Where the real tokens of a left-aligned batch sit, shared by every block of one fast-path pass.
+
+    ``index``: flat positions (into ``B * L_max``) of the N real tokens, sequence by sequence; ``last``: the row of
+    each sequence's last token in the packed ``[N, .]`` tensor; ``causal``: additive ``[B, 1, L_max, L_max]`` mask
+    (causal, padding keys excluded); ``keys``: additive ``[B, 1, 1, L_max]`` mask for a query at the last position.
+    """
+
+    def __init__(self, item_seq, item_seq_len):
+        self.batch = item_seq.size(0)
+        lengths = item_seq_len.to(torch.long).clamp(1, item_seq.size(1))
+        self.max_len = int(lengths.max())
+        positions = torch.arange(self.max_len, device=item_seq.device)
+        valid = positions[None, :] < lengths[:, None]  # [B, L_max]
+        self.index = valid.flatten().nonzero().squeeze(1)
+        self.items = item_seq[:, : self.max_len].flatten()[self.index]
+        self.positions = self.index % self.max_len
+        self.last = lengths.cumsum(0) - 1
+        neg_inf = torch.finfo(torch.float32).min
+        zero = torch.zeros((), device=item_seq.device)
+        self.keys = torch.where(valid, zero, neg_inf)[:, None, None, :]
+        causal = torch.ones(self.max_len, self.max_len, dtype=torch.bool, device=item_seq.device).tril()
+        self.causal = torch.where(causal, self.keys, neg_inf)
+
+    def scatter(self, packed):
+        """``[N, D]`` -> ``[B, L_max, D]``, zeros at padding."""
+        out = packed.new_zeros(self.batch * self.max_len, packed.size(-1))
+        return out.index_copy(0, self.index, packed).view(self.batch, self.max_len, -1)
+
+    def gather(self, padded):
+        """``[B, L_max, D]`` -> ``[N, D]``."""
+        return padded.reshape(self.batch * self.max_len, -1).index_select(0, self.index)
+
+
 class MultiHeadAttention(nn.Module):
     def __init__(self, n_heads, hidden_size, attn_dropout_prob, hidden_dropout_prob, layer_norm_eps):
         super().__init__()
@@ -42,7 +142,8 @@ class MultiHeadAttention(nn.Module):
         self.value = nn.Linear(hidden_size, hidden_size)
         self.dense = nn.Linear(hidden_size, hidden_size)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.out_dropout = nn.Dropout(hidden_dropout_prob)
+        self.out_dropout = Dropout(hidden_dropout_prob)
+        self.attn_dropout = Dropout(attn_dropout_prob)  # the fast path's; the padded path uses SDPA's dropout
 
     def _heads(self, x):
         batch, length, _ = x.shape
@@ -56,6 +157,36 @@ class MultiHeadAttention(nn.Module):
         context = context.transpose(1, 2).reshape(hidden.shape)
         return self.LayerNorm(self.out_dropout(self.dense(context)) + hidden)
 
+    def _attend(self, q, k, v, additive_mask):
+        """Explicit scaled dot-product attention over ``[B, heads, ., d]`` with an additive mask."""
+        scores = torch.matmul(q, k.transpose(-1, -2)).mul_(1.0 / math.sqrt(self.head_size)) + additive_mask
+        return torch.matmul(self.attn_dropout(scores.softmax(dim=-1)), v)
+
+    def _split(self, padded, parts):
+        """``[B, L, parts * H]`` -> ``parts`` tensors ``[B, heads, L, d]``."""
+        batch, length, _ = padded.shape
+        x = padded.view(batch, length, parts, self.n_heads, self.head_size).permute(2, 0, 3, 1, 4)
+        return x.unbind(0)
+
+    def forward_packed(self, hidden, layout):
+        """Every real position: ``[N, H]`` -> ``[N, H]``."""
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        q, k, v = self._split(layout.scatter(F.linear(hidden, weight, bias)), 3)
+        context = self._attend(q, k, v, layout.causal)  # [B, heads, L, d]
+        context = layout.gather(context.transpose(1, 2))
+        return self.LayerNorm(self.out_dropout(self.dense(context)) + hidden)
+
+    def forward_last(self, hidden, layout):
+        """The last real position of each sequence only: ``[N, H]`` -> ``[B, H]``."""
+        last = hidden.index_select(0, layout.last)
+        weight = torch.cat([self.key.weight, self.value.weight])
+        bias = torch.cat([self.key.bias, self.value.bias])
+        k, v = self._split(layout.scatter(F.linear(hidden, weight, bias)), 2)
+        q = self._split(self.query(last)[:, None, :], 1)[0]  # [B, heads, 1, d]
+        context = self._attend(q, k, v, layout.keys).reshape(last.shape)
+        return self.LayerNorm(self.out_dropout(self.dense(context)) + last)
+
 
 class FeedForward(nn.Module):
     """Position-wise feed-forward block with residual and LayerNorm; its dropout is SRMA's neuron masking."""
@@ -66,10 +197,13 @@ class FeedForward(nn.Module):
         self.act = _ACTIVATIONS[hidden_act]
         self.dense_2 = nn.Linear(inner_size, hidden_size)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.dropout = nn.Dropout(hidden_dropout_prob)
+        self.dropout = Dropout(hidden_dropout_prob)
 
     def forward(self, hidden):
-        return self.LayerNorm(self.dropout(self.dense_2(self.act(self.dense_1(hidden)))) + hidden)
+        inner = self.dense_1(hidden)
+        # variable shapes (the fast path, the layer-dropping stack): see _NativeGELU
+        inner = _NativeGELU.apply(inner) if self.act is F.gelu and inner.device.type == "cpu" else self.act(inner)
+        return self.LayerNorm(self.dropout(self.dense_2(inner)) + hidden)
 
 
 class TransformerLayer(nn.Module):
@@ -82,6 +216,11 @@ class TransformerLayer(nn.Module):
 
     def forward(self, hidden, attention_mask):
         return self.feed_forward(self.multi_head_attention(hidden, attention_mask))
+
+    def forward_packed(self, hidden, layout, last_only=False):
+        attention = self.multi_head_attention
+        hidden = attention.forward_last(hidden, layout) if last_only else attention.forward_packed(hidden, layout)
+        return self.feed_forward(hidden)
 
 
 class TransformerEncoder(nn.Module):
@@ -112,6 +251,7 @@ class SASRecBackbone(nn.Module):
         layer_norm_eps=1e-12,
         initializer_range=0.02,
         ffn_dropout_prob=None,
+        fast_path=True,
     ):
         super().__init__()
         self.n_items = n_items
@@ -132,8 +272,15 @@ class SASRecBackbone(nn.Module):
             ffn_dropout_prob=hidden_dropout_prob if ffn_dropout_prob is None else ffn_dropout_prob,
         )
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.dropout = nn.Dropout(hidden_dropout_prob)
+        self.dropout = Dropout(hidden_dropout_prob)
         self.apply(self._init_weights)
+        self.set_fast_path(fast_path)
+
+    def set_fast_path(self, enabled):
+        """Switch between the fast path and the padded reference path (same function, module docstring)."""
+        self.fast_path = bool(enabled)
+        set_fast_dropout(self, enabled)
+        return self
 
     CONFIG_KEYS = (
         "hidden_size",
@@ -145,6 +292,7 @@ class SASRecBackbone(nn.Module):
         "hidden_act",
         "layer_norm_eps",
         "initializer_range",
+        "fast_path",
     )
 
     @classmethod
@@ -180,9 +328,21 @@ class SASRecBackbone(nn.Module):
 
     def forward(self, item_seq, item_seq_len):
         """Hidden state at the last real position of each sequence, [B, H]."""
+        if self.fast_path:
+            return self.forward_packed(item_seq, item_seq_len)
         hidden = self.encode(item_seq)
         index = (item_seq_len - 1).view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
         return hidden.gather(1, index).squeeze(1)
+
+    def forward_packed(self, item_seq, item_seq_len):
+        """``forward`` computed on the real tokens only (the fast path)."""
+        layout = PackedLayout(item_seq, item_seq_len)
+        hidden = self.item_embedding(layout.items) + self.position_embedding(layout.positions)
+        hidden = self.dropout(self.LayerNorm(hidden))
+        layers = self.trm_encoder.layer
+        for i, layer in enumerate(layers):
+            hidden = layer.forward_packed(hidden, layout, last_only=i == len(layers) - 1)
+        return hidden
 
 
 def _heads_divide_hidden(config):
@@ -200,6 +360,7 @@ BACKBONE_HPARAMS = {
     "hidden_act": hparams.one_of(*_ACTIVATIONS),
     "layer_norm_eps": hparams.positive,
     "initializer_range": hparams.positive,
+    "fast_path": hparams.boolean,
     "loss_type": hparams.one_of("CE"),
 }
 
@@ -252,3 +413,13 @@ class SequentialBackboneRecommender(SequentialRecommender):
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         return seq_output @ self.item_weights().t()
 
+
+
+class PluginSASRec(SequentialBackboneRecommender):
+    """SASRec on the plugin's backbone: RecBole's SASRec model (same parameters, same scores given the same
+    weights, tests/test_backbone.py) and loss (full-softmax CE), computed by the plugin's fast path.
+
+    It is the one-view baseline of the speed benchmark (docs/performance.md) and a faster drop-in for
+    ``--model=SASRec``, which runs RecBole's own implementation. Deviation from RecBole's SASRec: the item table
+    carries the unused mask-token row of every plugin model.
+    """

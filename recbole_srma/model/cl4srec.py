@@ -11,7 +11,8 @@ Deviations:
   negative); this is the package's protocol for every model (docs/datasets.md). Crop keeps at least one item.
 - From the RecBole-based reference code (the DuoRec repository's CL4SRec): augmentations never write into the stored
   training sequences (that code edits them in place through tensor views); the two views are encoded in one batched
-  pass (same result, dropout masks are drawn per row either way); the operators are vectorised over the batch.
+  pass together with the original sequences of the next-item loss (same result: dropout masks are drawn per row
+  either way); the operators are vectorised over the batch.
 """
 
 import torch
@@ -47,16 +48,21 @@ class CL4SRec(SequentialBackboneRecommender):
             operators=config["augmentations"],
         )
 
-    def encode_views(self, item_seq, item_seq_len):
-        """Two augmented views of the batch, encoded in one pass: ([B, H], [B, H])."""
-        (seq1, len1), (seq2, len2) = self.augmenter.views(item_seq, item_seq_len, n_views=2)
-        z = self.forward(torch.cat([seq1, seq2]), torch.cat([len1, len2]))
-        return z.chunk(2)
+    def encode_with_views(self, item_seq, item_seq_len):
+        """The batch and two augmented views of it, encoded in one pass: ``(seq_output, z1, z2, (seq1, len1))``."""
+        views = self.augmenter.views(item_seq, item_seq_len, n_views=2)
+        hidden = self.encode_stacked(
+            torch.cat([item_seq] + [seq for seq, _ in views]), torch.cat([item_seq_len] + [n for _, n in views])
+        )
+        seq_output, z1, z2 = hidden.chunk(3)
+        return seq_output, z1, z2, views[0]
+
+    def encode_stacked(self, item_seq, item_seq_len):
+        """Representations of ``[original; view 1; view 2]`` stacked along the batch (a hook for SRMA)."""
+        return self.forward(item_seq, item_seq_len)
 
     def calculate_loss(self, interaction):
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        rec_loss = self.rec_loss(self.forward(item_seq, item_seq_len), interaction[self.POS_ITEM_ID])
-        z1, z2 = self.encode_views(item_seq, item_seq_len)
+        seq_output, z1, z2, _ = self.encode_with_views(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        rec_loss = self.rec_loss(seq_output, interaction[self.POS_ITEM_ID])
         cl_loss = info_nce(z1, z2, temperature=self.tau, similarity=self.sim)
         return rec_loss, self.cl_lambda * cl_loss

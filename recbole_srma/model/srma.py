@@ -41,7 +41,7 @@ from recbole.utils import set_color
 
 from recbole_srma import hparams
 from recbole_srma.errors import CheckpointError, ConfigError
-from recbole_srma.model.backbone import SASRecBackbone
+from recbole_srma.model.backbone import SASRecBackbone, set_fast_dropout
 from recbole_srma.model.cl4srec import CL4SRec
 from recbole_srma.model.layers import (
     COMPLEMENT_TYPES,
@@ -98,6 +98,7 @@ class SRMA(CL4SRec):
             config["layer_norm_eps"],
         )
         self.layer_drop.apply(self.backbone._init_weights)
+        set_fast_dropout(self.layer_drop, config["fast_path"])
 
         self.complement_type = config["complement_type"]
         self.complement_gamma = config["complement_gamma"]
@@ -123,18 +124,16 @@ class SRMA(CL4SRec):
     def forward(self, item_seq, item_seq_len):
         return self.layer_drop(self.backbone(item_seq, item_seq_len))
 
-    def encode_views(self, item_seq, item_seq_len):
-        """Both augmented views through the encoder and the layer-dropping stack: (z1, z2, (seq1, len1))."""
-        (seq1, len1), (seq2, len2) = self.augmenter.views(item_seq, item_seq_len, n_views=2)
-        hidden = self.backbone(torch.cat([seq1, seq2]), torch.cat([len1, len2]))
-        keep = None
-        if len(self.layer_drop):
-            per_view = sample_kept_layers(
-                2, len(self.layer_drop), self.layer_drop_M, shared=self.layer_drop_shared, device=hidden.device
-            )
-            keep = per_view.repeat_interleave(item_seq.size(0), dim=0)
-        z1, z2 = self.layer_drop(hidden, keep).chunk(2)
-        return z1, z2, (seq1, len1)
+    def encode_stacked(self, item_seq, item_seq_len):
+        """``[original; view 1; view 2]`` through the encoder, then the layer-dropping stack: the original rows run
+        all K blocks (as in evaluation), each view keeps K - M of them."""
+        hidden = self.backbone(item_seq, item_seq_len)
+        if not len(self.layer_drop):
+            return hidden
+        K = len(self.layer_drop)
+        per_view = sample_kept_layers(2, K, self.layer_drop_M, shared=self.layer_drop_shared, device=hidden.device)
+        keep = torch.cat([torch.ones(1, K, dtype=torch.bool, device=hidden.device), per_view])
+        return self.layer_drop(hidden, keep.repeat_interleave(item_seq.size(0) // 3, dim=0))
 
     def _complement_embedding(self, item_seq, item_seq_len):
         if not bool(self.complement_ready):
@@ -148,8 +147,8 @@ class SRMA(CL4SRec):
     def calculate_loss(self, interaction):
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        rec_loss = self.rec_loss(self.forward(item_seq, item_seq_len), interaction[self.POS_ITEM_ID])
-        z1, z2, (seq1, len1) = self.encode_views(item_seq, item_seq_len)
+        seq_output, z1, z2, (seq1, len1) = self.encode_with_views(item_seq, item_seq_len)
+        rec_loss = self.rec_loss(seq_output, interaction[self.POS_ITEM_ID])
         cl_args = {"temperature": self.tau, "similarity": self.sim}
         if self.complement is None or self.complement_gamma == 0:
             cl_loss = info_nce(z1, z2, **cl_args)
