@@ -93,8 +93,8 @@ def epoch_flops(model, config, train_lengths, n_items, batch_size):
         for n in train_lengths:
             options = view_lengths(n, ops, config["crop_eta"])
             forward += 2 * sum(n_layers * layer_flops(v, H, I) for v in options) / len(options)
-        batches = math.ceil(len(train_lengths) / batch_size)
-        forward += batches * 2 * (2 * batch_size) ** 2 * H  # InfoNCE similarities
+        full, rest = divmod(len(train_lengths), batch_size)
+        forward += sum(2 * (2 * b) ** 2 * H for b in [batch_size] * full + [rest])  # InfoNCE similarities
     if model == "SRMA":
         K, M = config["layer_drop_K"], config["layer_drop_M"]
         forward += len(train_lengths) * (K + 2 * (K - M)) * 2 * 2 * H * I

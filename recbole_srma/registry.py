@@ -19,6 +19,8 @@ compat.patch_recbole()
 MODELS = {
     "PluginSASRec": "recbole_srma.model.backbone:PluginSASRec",
     "CL4SRec": "recbole_srma.model.cl4srec:CL4SRec",
+    "CoSeRec": "recbole_srma.model.coserec:CoSeRec",
+    "DuoRec": "recbole_srma.model.duorec:DuoRec",
     "SRMA": "recbole_srma.model.srma:SRMA",
 }
 

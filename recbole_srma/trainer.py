@@ -127,14 +127,25 @@ class Trainer(SafeCheckpointMixin, RecBoleTrainer):
 
     A model that needs work done before its training starts (e.g. SRMA pre-training its complementary encoder on
     the same split) defines ``before_fit(trainer, train_data, valid_data, show_progress)``; it runs first, then
-    RecBole's ``fit`` unchanged.
+    RecBole's ``fit`` unchanged. A model that changes something at the start of every epoch (e.g. CoSeRec refreshing
+    its item similarity) defines ``on_train_epoch_start(epoch_idx)``.
     """
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        before_fit = getattr(self.model, "before_fit", None)
+        before_fit = getattr(self._plain_model, "before_fit", None)
         if before_fit is not None:
             before_fit(self, train_data, valid_data, show_progress)
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        hook = getattr(self._plain_model, "on_train_epoch_start", None)
+        if hook is not None:
+            hook(epoch_idx)
+        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+
+    @property
+    def _plain_model(self):
+        return getattr(self.model, "module", self.model)  # unwrapped from DistributedDataParallel
 
 
 _wrapped = {}

@@ -368,3 +368,87 @@ def test_views_bad_arguments():
 def test_registry_lists_operators():
     assert set(augment.OPERATOR_NAMES) >= {"crop", "mask", "reorder", "identity"}
     assert repr(SequenceAugmenter.from_rates(operators=("crop",)).operators["crop"]) == "crop(eta=0.6)"
+
+
+# ------------------------------------------------------------------------------------------- insert / substitute
+def similar(items):
+    """A test similarity: item i's most similar item is N_ITEMS + 1000 + i (recognisable), padding stays 0."""
+    return torch.where(items > 0, items + N_ITEMS + 1000, items)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.4, 1.0])
+def test_substitute_exact(rate):
+    seq, lengths = make_batch(seed=5)
+    original = seq.clone()
+    out, out_len = augment.substitute(seq, lengths, rate, similar, generator=gen(2))
+    assert torch.equal(seq, original) and torch.equal(out_len, lengths)
+    for b in range(len(seq)):
+        n = int(lengths[b])
+        k = max(1, math.floor(rate * n))
+        changed = (out[b, :n] != seq[b, :n]).nonzero().flatten()
+        assert len(changed) == k
+        assert torch.equal(out[b, changed], similar(seq[b, changed]))  # the similar item, at its own place
+        assert (out[b, n:] == 0).all()
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.4, 1.0])
+def test_insert_exact_and_keeps_the_most_recent_items(rate):
+    L = 20
+    seq, lengths = make_batch(L=L, seed=6)
+    original = seq.clone()
+    out, out_len = augment.insert(seq, lengths, rate, similar, generator=gen(3))
+    assert torch.equal(seq, original)
+    for b in range(len(seq)):
+        n = int(lengths[b])
+        k = max(1, math.floor(rate * n))
+        assert int(out_len[b]) == min(n + k, L)
+        row = out[b, : out_len[b]].tolist()
+        assert (out[b, out_len[b]:] == 0).all()
+        # rebuild the full inserted sequence: original items in order, each inserted item right before its source
+        originals = [x for x in row if x <= N_ITEMS]
+        full_tail = seq[b, :n].tolist()[-len(originals):]
+        assert originals == full_tail  # order kept; when too long, the oldest are dropped
+        for i, x in enumerate(row):
+            if x > N_ITEMS:
+                assert i + 1 < len(row) and similar(torch.tensor(row[i + 1])).item() == x
+        if n + k <= L:
+            assert len(originals) == n and sum(x > N_ITEMS for x in row) == k
+
+
+def test_insert_and_substitute_produce_valid_ids_with_a_real_similarity_table():
+    table = torch.arange(N_ITEMS + 1)
+    table[1:] = torch.randint(1, N_ITEMS, (N_ITEMS,), generator=gen(4))
+    lookup = lambda items: table[items]  # noqa: E731
+    seq, lengths = make_batch(seed=7)
+    for op in (augment.insert, augment.substitute):
+        out, out_len = op(seq, lengths, 0.5, lookup, generator=gen(1))
+        real = torch.arange(seq.size(1))[None, :] < out_len[:, None]
+        assert ((out >= 1) & (out < N_ITEMS))[real].all() and (out[~real] == 0).all()
+        assert ((out_len >= 1) & (out_len <= seq.size(1))).all()
+
+
+def test_similarity_operators_need_a_lookup():
+    with pytest.raises(ConfigError, match="similarity"):
+        SequenceAugmenter.from_rates(operators=("insert",))
+
+
+def test_short_sequences_use_only_the_short_operators():
+    marks = {name: 1000 * (i + 1) for i, name in enumerate(("a", "b", "c"))}
+
+    def tagger(name):
+        return lambda s, l, g=None: (torch.where(s > 0, s + marks[name], s), l.clone())
+
+    aug = SequenceAugmenter({n: tagger(n) for n in marks}, distinct=False, short_threshold=4, short_operators=("c",))
+    seq, lengths = make_batch(B=200, seed=8)
+    torch.manual_seed(0)
+    views = aug.views(seq, lengths, n_views=2)
+    short = lengths <= 4
+    used = Counter()
+    for out, _ in views:
+        tag = (out[:, 0] - seq[:, 0]).tolist()
+        assert all(t == marks["c"] for t, s in zip(tag, short.tolist()) if s)
+        used.update(t for t, s in zip(tag, short.tolist()) if not s)
+    assert set(used) == set(marks.values())  # long rows draw from every operator
+    # independent draws: some long rows get the same operator in both views
+    same = (views[0][0][:, 0] == views[1][0][:, 0]) & ~short
+    assert same.any()

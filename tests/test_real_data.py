@@ -81,3 +81,7 @@ def test_short_cl4srec_run_on_amazon_toys(data_root, shared_data_dir):
     assert after["ndcg@10"] > before["ndcg@10"]
     chance = 20 / (train_data._dataset.item_num - 1)  # hit@20 of a random ranking
     assert after["hit@20"] > 2 * chance
+
+    # padding removal does not change a single metric of the full-sort evaluation of every toys user
+    model.backbone.set_fast_path(False)
+    assert trainer.evaluate(valid_data, load_best_model=False) == after

@@ -17,6 +17,13 @@ Exact definitions, applied to every row independently (``len`` is the row's leng
   ``[0, len - n]``, is permuted uniformly at random; every position outside the window is unchanged, and so is the
   length.
 * ``identity``: returns copies of its inputs (the "no augmentation" operator used by ablations).
+* ``substitute`` (CoSeRec): ``k = max(1, floor(rate * len))`` distinct uniformly chosen real positions get the most
+  similar item of the item they hold (``lookup``, e.g. item-based CF); the length is unchanged.
+* ``insert`` (CoSeRec): before each of ``k = max(1, floor(rate * len))`` distinct uniformly chosen real positions, the
+  most similar item of the item there is inserted; the length grows by ``k``, and when it passes ``L`` the oldest
+  items are dropped (the most recent ``L`` are kept, as CoSeRec's data pipeline does).
+
+``lookup`` maps a LongTensor of item ids to the most similar item of each (same shape; padding 0 maps to 0).
 
 Hence a length-1 row is unchanged by all of them (for rates < 1; ``crop`` always keeps at least one item), and
 ``gamma = 0``, ``beta = 0`` and ``eta = 1`` are identities.
@@ -46,6 +53,8 @@ __all__ = [
     "mask",
     "reorder",
     "identity",
+    "substitute",
+    "insert",
     "Operator",
     "SequenceAugmenter",
     "OPERATOR_NAMES",
@@ -125,18 +134,21 @@ def mask(
     _check_seq(item_seq, item_seq_len)
     if isinstance(mask_token, bool) or not isinstance(mask_token, numbers.Integral) or mask_token < 1:
         raise ValueError(f"mask_token must be a positive integer item id (n_items), got {mask_token!r}")
+    chosen = _random_positions(item_seq, item_seq_len.to(torch.long), _floor_rate(gamma, item_seq_len), generator)
+    seq = torch.where(chosen, torch.full_like(item_seq, int(mask_token)), item_seq)
+    return seq, item_seq_len.clone()
+
+
+def _random_positions(item_seq, lengths, k, generator):
+    """Bool ``[B, L]``: exactly ``k`` (per row) distinct real positions, chosen uniformly."""
     B, L = item_seq.shape
-    lengths = item_seq_len.to(torch.long)
-    k = _floor_rate(gamma, lengths)
     pos = torch.arange(L, device=item_seq.device).unsqueeze(0)
     # Random keys in [0, 1) for real positions, 2 for padding: the k smallest keys are k distinct real positions,
     # chosen uniformly.
     keys = torch.rand(B, L, generator=generator, device=item_seq.device, dtype=torch.float64)
     keys = torch.where(pos < lengths.unsqueeze(1), keys, torch.full_like(keys, 2.0))
     ranks = keys.argsort(dim=1).argsort(dim=1)
-    chosen = ranks < k.unsqueeze(1)
-    seq = torch.where(chosen, torch.full_like(item_seq, int(mask_token)), item_seq)
-    return seq, item_seq_len.clone()
+    return ranks < k.unsqueeze(1)
 
 
 def reorder(
@@ -168,6 +180,51 @@ def identity(
     return item_seq.clone(), item_seq_len.clone()
 
 
+def substitute(
+    item_seq: torch.Tensor,
+    item_seq_len: torch.Tensor,
+    rate: float,
+    lookup: Callable[[torch.Tensor], torch.Tensor],
+    generator: Optional[torch.Generator] = None,
+) -> SeqPair:
+    """Replace ``max(1, floor(rate * len))`` distinct random real items by their most similar item."""
+    rate = _check_rate("substitute rate", rate)
+    _check_seq(item_seq, item_seq_len)
+    lengths = item_seq_len.to(torch.long)
+    chosen = _random_positions(item_seq, lengths, _floor_rate(rate, lengths).clamp_min(1), generator)
+    return torch.where(chosen, lookup(item_seq), item_seq), item_seq_len.clone()
+
+
+def insert(
+    item_seq: torch.Tensor,
+    item_seq_len: torch.Tensor,
+    rate: float,
+    lookup: Callable[[torch.Tensor], torch.Tensor],
+    generator: Optional[torch.Generator] = None,
+) -> SeqPair:
+    """Insert the most similar item before ``max(1, floor(rate * len))`` distinct random real positions; keep the
+    most recent ``L`` items."""
+    rate = _check_rate("insert rate", rate)
+    _check_seq(item_seq, item_seq_len)
+    B, L = item_seq.shape
+    lengths = item_seq_len.to(torch.long)
+    k = _floor_rate(rate, lengths).clamp_min(1).minimum(lengths)
+    chosen = _random_positions(item_seq, lengths, k, generator)
+    pos = torch.arange(L, device=item_seq.device).unsqueeze(0)
+    real = pos < lengths.unsqueeze(1)
+    shift = chosen.long().cumsum(dim=1)  # inserted items up to and including position j
+    dump = 2 * L  # padding positions are written to a column that is dropped
+    grown = torch.zeros(B, 2 * L + 1, dtype=item_seq.dtype, device=item_seq.device)
+    grown.scatter_(1, torch.where(real, pos + shift, dump), item_seq)
+    grown.scatter_(1, torch.where(chosen, pos + shift - 1, dump), lookup(item_seq))
+    new_len = lengths + k
+    drop = (new_len - L).clamp_min(0)  # oldest items beyond the maximum length
+    seq = grown.gather(1, (pos + drop.unsqueeze(1)).clamp_max(dump))
+    kept = new_len.clamp_max(L)
+    seq = torch.where(pos < kept.unsqueeze(1), seq, torch.zeros_like(seq))
+    return seq, kept.to(item_seq_len.dtype)
+
+
 class Operator:
     """An augmentation function with its parameters bound: ``op(item_seq, item_seq_len, generator=None)``.
 
@@ -194,6 +251,8 @@ _BUILDERS: dict[str, Callable[[dict], Operator]] = {
     "mask": lambda p: Operator(mask, gamma=p["mask_gamma"], mask_token=p["mask_token"]),
     "reorder": lambda p: Operator(reorder, beta=p["reorder_beta"]),
     "identity": lambda p: Operator(identity),
+    "substitute": lambda p: Operator(substitute, rate=p["substitute_rate"], lookup=p["lookup"]),
+    "insert": lambda p: Operator(insert, rate=p["insert_rate"], lookup=p["lookup"]),
 }
 OPERATOR_NAMES: Tuple[str, ...] = tuple(_BUILDERS)
 
@@ -210,9 +269,20 @@ class SequenceAugmenter:
 
     ``operators`` maps a name to a callable ``op(item_seq, item_seq_len, generator) -> (seq, seq_len)`` (called with the
     generator as third positional argument) that obeys the module's guarantees (fresh outputs, inputs untouched).
+
+    ``distinct`` (default): the views of a row use distinct operators when there are enough of them (CL4SRec);
+    ``False``: each view draws its operator independently (CoSeRec). ``short_threshold`` / ``short_operators``:
+    rows of length ``<= short_threshold`` draw from ``short_operators`` only (CoSeRec's rule for short sequences);
+    ``short_threshold=None`` applies every operator to every row.
     """
 
-    def __init__(self, operators: Mapping[str, OperatorFn]):
+    def __init__(
+        self,
+        operators: Mapping[str, OperatorFn],
+        distinct: bool = True,
+        short_threshold: Optional[int] = None,
+        short_operators: Sequence[str] = (),
+    ):
         if not isinstance(operators, Mapping) or len(operators) == 0:
             raise ConfigError(
                 "SequenceAugmenter needs at least one operator; for no augmentation use SequenceAugmenter.identity() "
@@ -223,6 +293,16 @@ class SequenceAugmenter:
                 raise ConfigError(f"augmentation operator {name!r} is not callable: {op!r}")
         self.operators: dict[str, OperatorFn] = dict(operators)
         self.names: Tuple[str, ...] = tuple(self.operators)
+        self.distinct = bool(distinct)
+        self.short_threshold = short_threshold
+        if short_threshold is not None:
+            unknown = [n for n in short_operators if n not in self.operators]
+            if not short_operators or unknown:
+                raise ConfigError(
+                    f"short-sequence operators must be a non-empty subset of the operators {list(self.names)}, "
+                    f"got {list(short_operators)}"
+                )
+        self.short_names: Tuple[str, ...] = tuple(short_operators) if short_threshold is not None else ()
 
     def __repr__(self) -> str:
         return f"SequenceAugmenter({self.operators!r})"
@@ -235,17 +315,26 @@ class SequenceAugmenter:
         reorder_beta: float = 0.6,
         mask_token: Optional[int] = None,
         operators: Sequence[str] = ("crop", "mask", "reorder"),
+        insert_rate: float = 0.4,
+        substitute_rate: float = 0.1,
+        lookup: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        **options,
     ) -> "SequenceAugmenter":
-        """Build from CL4SRec rates; ``operators`` picks (and orders) names from ``OPERATOR_NAMES``.
+        """Build from rates; ``operators`` picks (and orders) names from ``OPERATOR_NAMES``.
 
-        All three rates are validated (ConfigError outside [0, 1]) even when their operator is not selected;
-        ``mask_token`` is required only when ``"mask"`` is selected. ``operators=("identity",)`` gives no augmentation.
+        All rates are validated (ConfigError outside [0, 1]) even when their operator is not selected;
+        ``mask_token`` is required only when ``"mask"`` is selected, ``lookup`` (item -> most similar item) only
+        for ``"insert"`` / ``"substitute"``. ``operators=("identity",)`` gives no augmentation. ``options`` go to
+        the constructor (``distinct``, ``short_threshold``, ``short_operators``).
         """
         params = {
             "crop_eta": _check_rate("crop_eta", crop_eta),
             "mask_gamma": _check_rate("mask_gamma", mask_gamma),
             "reorder_beta": _check_rate("reorder_beta", reorder_beta),
+            "insert_rate": _check_rate("insert_rate", insert_rate),
+            "substitute_rate": _check_rate("substitute_rate", substitute_rate),
             "mask_token": mask_token,
+            "lookup": lookup,
         }
         if isinstance(operators, str):
             operators = (operators,)
@@ -264,12 +353,25 @@ class SequenceAugmenter:
             mask_token is None or isinstance(mask_token, bool) or not isinstance(mask_token, numbers.Integral)
         ):
             raise ConfigError(f"the 'mask' operator needs mask_token (an int, = n_items), got {mask_token!r}")
-        return cls({n: _BUILDERS[n](params) for n in names})
+        needs_lookup = [n for n in names if n in ("insert", "substitute")]
+        if needs_lookup and not callable(lookup):
+            raise ConfigError(f"the {needs_lookup} operator(s) need an item-similarity lookup (CoSeRec builds one)")
+        return cls({n: _BUILDERS[n](params) for n in names}, **options)
 
     @classmethod
     def identity(cls) -> "SequenceAugmenter":
         """No augmentation: every view is a copy of the input."""
         return cls({"identity": Operator(identity)})
+
+    def _choose(self, B, pool, n_views, generator, device):
+        """``[B, n_views]`` operator indices (into ``self.names``) drawn from ``pool``."""
+        pool_index = torch.tensor([self.names.index(n) for n in pool], device=device)
+        if self.distinct and len(pool) >= n_views:
+            keys = torch.rand(B, len(pool), generator=generator, device=device)
+            picks = keys.argsort(dim=1)[:, :n_views]  # distinct per row
+        else:
+            picks = torch.randint(0, len(pool), (B, n_views), generator=generator, device=device)
+        return pool_index[picks]
 
     def views(
         self,
@@ -280,23 +382,26 @@ class SequenceAugmenter:
     ) -> list[SeqPair]:
         """Return ``n_views`` augmented copies ``[(seq, seq_len), ...]`` of the batch.
 
-        For every row independently, the operators of its views are drawn uniformly at random: distinct operators
-        (a uniformly random ordered n_views-subset) when at least ``n_views`` operators are configured, otherwise with
-        replacement. With distinct operators each operator runs once on the whole batch and rows pick their result with
-        ``torch.where``; with replacement each operator runs once per view, so two views of a row made by the same
-        (random) operator are still independent draws.
+        For every row independently, the operators of its views are drawn uniformly at random from its pool (all
+        operators, or the short-sequence ones): distinct operators (a uniformly random ordered n_views-subset) when
+        ``distinct`` and the pool has at least ``n_views``, otherwise independently per view. When every view must
+        use a different operator, each operator runs once on the whole batch and rows pick their result with
+        ``torch.where``; otherwise each operator runs once per view, so two views of a row made by the same (random)
+        operator are still independent draws.
         """
         if isinstance(n_views, bool) or not isinstance(n_views, numbers.Integral) or n_views < 1:
             raise ValueError(f"n_views must be a positive int, got {n_views!r}")
         _check_seq(item_seq, item_seq_len)
         B = item_seq.shape[0]
-        n_ops = len(self.names)
         device = item_seq.device
-        if n_ops >= n_views:
-            keys = torch.rand(B, n_ops, generator=generator, device=device)
-            choice = keys.argsort(dim=1)[:, :n_views]  # [B, n_views], distinct per row
-        else:
-            choice = torch.randint(0, n_ops, (B, n_views), generator=generator, device=device)
+        choice = self._choose(B, self.names, n_views, generator, device)
+        if self.short_names:
+            short_choice = self._choose(B, self.short_names, n_views, generator, device)
+            short = (item_seq_len <= self.short_threshold).unsqueeze(1)
+            choice = torch.where(short, short_choice, choice)
+        always_distinct = self.distinct and len(self.names) >= n_views and (
+            not self.short_names or len(self.short_names) >= n_views
+        )
 
         def run_all() -> list[SeqPair]:
             out = []
@@ -310,12 +415,12 @@ class SequenceAugmenter:
                 out.append((seq, seq_len))
             return out
 
-        shared = run_all() if n_ops >= n_views else None
+        shared = run_all() if always_distinct else None
         views: list[SeqPair] = []
         for v in range(n_views):
             results = shared if shared is not None else run_all()
             seq, seq_len = results[0]
-            for o in range(1, n_ops):
+            for o in range(1, len(self.names)):
                 pick = choice[:, v] == o
                 seq = torch.where(pick.unsqueeze(1), results[o][0], seq)
                 seq_len = torch.where(pick, results[o][1], seq_len)

@@ -40,7 +40,11 @@ class CL4SRec(SequentialBackboneRecommender):
         self.cl_lambda = config["cl_lambda"]
         self.tau = config["tau"]
         self.sim = config["sim"]
-        self.augmenter = SequenceAugmenter.from_rates(
+        self.augmenter = self.build_augmenter(config, dataset)
+
+    def build_augmenter(self, config, dataset):
+        """CL4SRec's views: two distinct operators per sequence among crop, mask and reorder."""
+        return SequenceAugmenter.from_rates(
             crop_eta=config["crop_eta"],
             mask_gamma=config["mask_gamma"],
             reorder_beta=config["reorder_beta"],

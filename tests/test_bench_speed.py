@@ -1,0 +1,83 @@
+"""bench/speed.py: the FLOPs floor, arm parsing, and one end-to-end run on the tiny dataset."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tiny import make_tiny_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+SPEED = REPO / "bench" / "speed.py"
+
+
+def _module():
+    sys.path.insert(0, str(SPEED.parent))
+    spec = importlib.util.spec_from_file_location("speed", SPEED)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+speed = _module()
+
+CONFIG = {
+    "hidden_size": 64, "inner_size": 256, "n_layers": 2, "augmentations": ["crop", "mask", "reorder"],
+    "crop_eta": 0.6, "layer_drop_K": 2, "layer_drop_M": 1, "complement_type": "transformer",
+    "complement_gamma": 0.1,
+}
+
+
+def test_arm_parsing():
+    assert speed.parse_arm("stock/SASRec") == (True, "SASRec", {})
+    assert speed.parse_arm("SRMA:fast_path=False,cl_lambda=0.2") == (
+        False, "SRMA", {"fast_path": False, "cl_lambda": 0.2}
+    )
+    with pytest.raises(SystemExit, match="key=value"):
+        speed.parse_arm("SRMA:fast_path")
+
+
+def test_floor_counts_real_tokens_views_and_extras():
+    short, long = [5] * 100, [50] * 100
+    sasrec_short = speed.epoch_flops("PluginSASRec", CONFIG, short, 1000, 256)
+    assert speed.epoch_flops("PluginSASRec", CONFIG, long, 1000, 256) > 5 * sasrec_short  # grows with real tokens
+    cl4srec = speed.epoch_flops("CL4SRec", CONFIG, short, 1000, 256)
+    srma = speed.epoch_flops("SRMA", CONFIG, short, 1000, 256)
+    assert sasrec_short < cl4srec < srma
+    # crop shortens the views: two views cost less than two more copies of the sequences
+    encoder_only = speed.epoch_flops("PluginSASRec", CONFIG, short, 0, 256)
+    assert cl4srec - sasrec_short < 2 * encoder_only
+    # one block on one token: 2 * (4 H^2 + 2 H I) + causal attention 2 * 2 * H * 1
+    assert speed.layer_flops(1, 64, 256) == 2 * (4 * 64 * 64 + 2 * 64 * 256) + 4 * 64
+    assert speed.view_lengths(10, ["crop", "mask"], 0.6) == [6, 10]
+    assert speed.view_lengths(1, ["crop"], 0.6) == [1]
+
+
+def test_speed_bench_runs_end_to_end_on_tiny_data(tmp_path):
+    data = make_tiny_dataset(tmp_path, n_users=120)
+    out = tmp_path / "speed.json"
+    args = [
+        "--dataset", data["dataset"], "--data-path", data["data_path"], "--raw-data-dir", str(tmp_path),
+        "--arms", "stock/SASRec", "PluginSASRec", "PluginSASRec:fast_path=False",
+        "--batches", "2", "--threads", "1", "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
+        "--set", "hidden_size=16", "--set", "inner_size=32", "--set", "MAX_ITEM_LIST_LENGTH=20",
+        "--set", "train_batch_size=32",
+    ]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, str(SPEED), *args], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    arms = {a["arm"]: a for a in report["arms"]}
+    assert arms["stock/SASRec"]["anomaly_mode"] is True  # RecBole as RecBole leaves it
+    assert arms["stock/SASRec"]["eval_batch_size"] == 4096  # RecBole's default
+    assert arms["PluginSASRec"]["anomaly_mode"] is False and arms["PluginSASRec"]["fast_path"] is True
+    assert arms["PluginSASRec:fast_path=False"]["fast_path"] is False
+    for arm in arms.values():
+        assert arm["timed_batches"] == 2 and arm["n_batches"] > 2 and arm["epoch_s"] > 0 and arm["eval_s"] > 0
+        assert arm["real_tokens"] < arm["padded_tokens"] and arm["epoch_gflop"] > 0
+    assert report["matmul_gflops"] > 0
+    assert "| stock/SASRec |" in proc.stdout and "extrapolated from the first 2" in proc.stdout
