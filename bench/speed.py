@@ -70,9 +70,24 @@ def layer_flops(length, hidden, inner):
     return dense + attention
 
 
-def view_lengths(length, operators, eta):
+def view_lengths(length, operators, config, max_len=50):
     """The lengths one augmented view of a ``length``-item sequence can have, one per operator (equally likely)."""
-    return [max(1, math.floor(eta * length)) if op == "crop" else length for op in operators]
+    out = []
+    for op in operators:
+        if op == "crop":
+            out.append(max(1, math.floor(config["crop_eta"] * length)))
+        elif op == "insert":
+            out.append(min(max_len, length + max(1, math.floor(config["insert_rate"] * length))))
+        else:
+            out.append(length)
+    return out
+
+
+def _view_pool(length, config):
+    threshold = config.get("augment_threshold", -1)
+    if threshold not in (None, -1) and length <= threshold:
+        return config["short_augmentations"]
+    return config["augmentations"]
 
 
 def epoch_flops(model, config, train_lengths, n_items, batch_size):
@@ -84,24 +99,30 @@ def epoch_flops(model, config, train_lengths, n_items, batch_size):
     out: the floor is a bound no implementation can beat at the machine's matmul rate.
     """
     H, I, n_layers = config["hidden_size"], config["inner_size"], config["n_layers"]
+    max_len = config.get("MAX_ITEM_LIST_LENGTH", 50)
     encoder = sum(n_layers * layer_flops(n, H, I) for n in train_lengths)
     scoring = len(train_lengths) * 2 * H * n_items
     forward = encoder + scoring
     no_grad = 0.0
-    if model in ("CL4SRec", "SRMA"):
-        ops = config["augmentations"]
+    full, rest = divmod(len(train_lengths), batch_size)
+    info_nce = sum(2 * (2 * b) ** 2 * H for b in [batch_size] * full + [rest])  # one InfoNCE's similarities
+    if model in ("CL4SRec", "SRMA", "CoSeRec"):
         for n in train_lengths:
-            options = view_lengths(n, ops, config["crop_eta"])
+            options = view_lengths(n, _view_pool(n, config), config, max_len)
             forward += 2 * sum(n_layers * layer_flops(v, H, I) for v in options) / len(options)
-        full, rest = divmod(len(train_lengths), batch_size)
-        forward += sum(2 * (2 * b) ** 2 * H for b in [batch_size] * full + [rest])  # InfoNCE similarities
+        forward += info_nce
+    if model == "DuoRec":
+        # a second pass of every sequence and / or a same-target sequence; partners are drawn from the training
+        # rows themselves, so over an epoch their lengths follow the training lengths
+        extra = {"us_x": 2, "un": 1, "su": 1, "us": 2}[config["contrast"]]
+        forward += extra * encoder + (2 if config["contrast"] == "us" else 1) * info_nce
     if model == "SRMA":
         K, M = config["layer_drop_K"], config["layer_drop_M"]
         forward += len(train_lengths) * (K + 2 * (K - M)) * 2 * 2 * H * I
         if config["complement_type"] in ("transformer", "same") and config["complement_gamma"] > 0:
             c_layers = 1 if config["complement_type"] == "transformer" else n_layers
             for n in train_lengths:
-                options = view_lengths(n, config["augmentations"], config["crop_eta"])
+                options = view_lengths(n, config["augmentations"], config, max_len)
                 no_grad += sum(c_layers * layer_flops(v, H, I) for v in options) / len(options)
     return 3 * forward + no_grad
 
@@ -327,7 +348,8 @@ def render_table(report):
     notes = []
     if any(r["timed_batches"] != r["n_batches"] for r in rows):
         notes.append(f"\\* extrapolated from the first {rows[0]['timed_batches']} of {rows[0]['n_batches']} batches")
-    pre = [f"{r['arm']} {r['pretrain_s']:.0f} s" for r in rows if r.get("pretrain_s")]
+    pre = [f"{r['arm']} " + (f"{r['pretrain_s']:.0f} s" if r["pretrain_s"] >= 1 else "from its cache")
+           for r in rows if r.get("pretrain_s") is not None]
     if pre:
         notes.append("pre-training hook, not in the epoch: " + ", ".join(pre))
     eval_floor = rows[0]["eval_gflop"] / rate if rows else None

@@ -28,7 +28,8 @@ speed = _module()
 CONFIG = {
     "hidden_size": 64, "inner_size": 256, "n_layers": 2, "augmentations": ["crop", "mask", "reorder"],
     "crop_eta": 0.6, "layer_drop_K": 2, "layer_drop_M": 1, "complement_type": "transformer",
-    "complement_gamma": 0.1,
+    "complement_gamma": 0.1, "insert_rate": 0.4, "short_augmentations": ["insert", "mask"], "augment_threshold": 4,
+    "contrast": "us_x",
 }
 
 
@@ -53,8 +54,14 @@ def test_floor_counts_real_tokens_views_and_extras():
     assert cl4srec - sasrec_short < 2 * encoder_only
     # one block on one token: 2 * (4 H^2 + 2 H I) + causal attention 2 * 2 * H * 1
     assert speed.layer_flops(1, 64, 256) == 2 * (4 * 64 * 64 + 2 * 64 * 256) + 4 * 64
-    assert speed.view_lengths(10, ["crop", "mask"], 0.6) == [6, 10]
-    assert speed.view_lengths(1, ["crop"], 0.6) == [1]
+    assert speed.view_lengths(10, ["crop", "mask", "insert"], CONFIG) == [6, 10, 14]
+    assert speed.view_lengths(1, ["crop"], CONFIG) == [1]
+    assert speed.view_lengths(48, ["insert"], CONFIG) == [50]  # insert keeps the 50 most recent
+    # DuoRec's us_x: two more passes of every sequence
+    duorec = speed.epoch_flops("DuoRec", CONFIG, short, 1000, 256)
+    assert duorec - sasrec_short > 2 * encoder_only
+    coserec = speed.epoch_flops("CoSeRec", {**CONFIG, "augmentations": ["insert"]}, short, 1000, 256)
+    assert coserec > cl4srec  # inserted items lengthen the views
 
 
 def test_speed_bench_runs_end_to_end_on_tiny_data(tmp_path):
