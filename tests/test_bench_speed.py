@@ -88,3 +88,15 @@ def test_speed_bench_runs_end_to_end_on_tiny_data(tmp_path):
         assert arm["real_tokens"] < arm["padded_tokens"] and arm["epoch_gflop"] > 0
     assert report["matmul_gflops"] > 0
     assert "| stock/SASRec |" in proc.stdout and "extrapolated from the first 2" in proc.stdout
+
+
+def test_components_benchmark_prints_its_comparisons(capsys):
+    sys.path.insert(0, str(SPEED.parent))
+    import components
+
+    assert components.main(["--repeats", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    for name in ("dropout mask", "attention with dropout", "encoder forward + backward"):
+        assert name in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "x |" in line]
+    assert len(rows) == 3
