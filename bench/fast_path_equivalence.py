@@ -6,7 +6,8 @@
 Runs go through bench/run_models.py (one process per run, resumable; records in
 ``bench/results/fast-path/<dataset>.json``, logs in ``bench/runs/``), then the table of validation NDCG@10 after
 the same number of epochs is printed: per seed, mean and sample standard deviation per setting, and the difference
-of the means next to the seed spread. The paths differ in random draws only (dropout masks are drawn in another
+of the means next to the seed spread (wall times are in the records; speed claims come from bench/speed.py, not
+from these runs, which may share the machine). The paths differ in random draws only (dropout masks are drawn in another
 order), so "the same" means: the difference of the means is within the spread of the seeds.
 """
 
@@ -32,9 +33,9 @@ def summarize(records, dataset, model, seeds, epochs, metric="ndcg@10"):
                     and r["seed"] in seeds and (r.get("overrides") or {}).get("epochs") == epochs):
                 by_seed[r["seed"]] = r
         rows[tag] = by_seed
-    lines = [f"{model} on {dataset}, validation {metric} after {epochs} epochs (best epoch in brackets)", ""]
-    lines.append("| fast_path | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | std | wall per run (s) |")
-    lines.append("|---|" + "---:|" * (len(seeds) + 3))
+    lines = [f"{model} on {dataset}, validation {metric} after {epochs} epochs (best epoch, counted from 0, in brackets)", ""]
+    lines.append("| fast_path | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | std |")
+    lines.append("|---|" + "---:|" * (len(seeds) + 2))
     means, stds = {}, {}
     for tag, by_seed in rows.items():
         values = [by_seed[s]["valid"][metric] for s in seeds if s in by_seed]
@@ -42,11 +43,9 @@ def summarize(records, dataset, model, seeds, epochs, metric="ndcg@10"):
                  for s in seeds]
         means[tag] = statistics.mean(values) if values else None
         stds[tag] = statistics.stdev(values) if len(values) > 1 else None
-        walls = [by_seed[s]["wall_time_s"] for s in seeds if s in by_seed]
         lines.append(
-            f"| {SETTINGS[tag]} | " + " | ".join(cells)
-            + f" | {means[tag]:.4f} | {stds[tag]:.4f} | {statistics.mean(walls):.0f} |"
-            if values and stds[tag] is not None else f"| {SETTINGS[tag]} | " + " | ".join(cells) + " | - | - | - |"
+            f"| {SETTINGS[tag]} | " + " | ".join(cells) + f" | {means[tag]:.4f} | {stds[tag]:.4f} |"
+            if values and stds[tag] is not None else f"| {SETTINGS[tag]} | " + " | ".join(cells) + " | - | - |"
         )
     if all(stds.get(t) is not None for t in SETTINGS):
         diff = means["fast-path-on"] - means["fast-path-off"]

@@ -100,3 +100,22 @@ def test_components_benchmark_prints_its_comparisons(capsys):
         assert name in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "x |" in line]
     assert len(rows) == 3
+
+
+def test_equivalence_summary_compares_the_means_with_the_seed_spread():
+    sys.path.insert(0, str(SPEED.parent))
+    import fast_path_equivalence as eq
+
+    def record(tag, seed, value):
+        return {"status": "ok", "dataset": "d", "model": "M", "tag": tag, "seed": seed, "overrides": {"epochs": 3},
+                "valid": {"ndcg@10": value}, "best_epoch": 2, "wall_time_s": 1.0}
+
+    near = [record("fast-path-on", s, v) for s, v in [(1, 0.020), (2, 0.022), (3, 0.021)]]
+    near += [record("fast-path-off", s, v) for s, v in [(1, 0.0205), (2, 0.0215), (3, 0.0212)]]
+    text = eq.summarize(near, "d", "M", [1, 2, 3], 3)
+    assert "| True | 0.0200 (2) | 0.0220 (2) | 0.0210 (2) | 0.0210 | 0.0010 |" in text
+    assert "within the spread" in text
+    far = near[:3] + [record("fast-path-off", s, v) for s, v in [(1, 0.030), (2, 0.031), (3, 0.0305)]]
+    assert "OUTSIDE the spread" in eq.summarize(far, "d", "M", [1, 2, 3], 3)
+    other_epochs = near[:3] + [dict(r, overrides={"epochs": 5}) for r in near[3:]]
+    assert "| False | - | - | - | - | - |" in eq.summarize(other_epochs, "d", "M", [1, 2, 3], 3)
