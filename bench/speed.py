@@ -380,8 +380,8 @@ def main(argv=None):
     if argv[:1] == ["--prepare"]:
         return prepare_main(argv[1])
     args = build_parser().parse_args(argv)
-    arms = [parse_arm(a) for a in args.arms]  # fail early on a malformed arm
-    del arms
+    for arm in args.arms:
+        parse_arm(arm)  # fail early on a malformed arm
     common = {
         "raw_data_dir": str(Path(args.raw_data_dir).resolve()),
         "data_path": str(Path(args.data_path).resolve()),
