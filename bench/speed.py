@@ -95,8 +95,9 @@ def epoch_flops(model, config, train_lengths, n_items, batch_size):
 
     Counts every block at every real position (what the model defines), the next-item softmax over all items,
     the views' encoder passes at their expected lengths, InfoNCE, SRMA's kept layer-dropping blocks and its frozen
-    complement's forward pass. Element-wise work (LayerNorm, softmax, dropout, GELU) and the optimiser are left
-    out: the floor is a bound no implementation can beat at the machine's matmul rate.
+    complement's forward pass, MCLRec's extra similarity matrices and its augmenter steps (views without gradient).
+    Element-wise work (LayerNorm, softmax, dropout, GELU) and the optimiser are left out: the floor is a bound no
+    implementation can beat at the machine's matmul rate.
     """
     H, I, n_layers = config["hidden_size"], config["inner_size"], config["n_layers"]
     max_len = config.get("MAX_ITEM_LIST_LENGTH", 50)
@@ -106,11 +107,12 @@ def epoch_flops(model, config, train_lengths, n_items, batch_size):
     no_grad = 0.0
     full, rest = divmod(len(train_lengths), batch_size)
     info_nce = sum(2 * (2 * b) ** 2 * H for b in [batch_size] * full + [rest])  # one InfoNCE's similarities
-    if model in ("CL4SRec", "SRMA", "CoSeRec"):
+    views = 0.0
+    if model in ("CL4SRec", "SRMA", "CoSeRec", "MCLRec"):
         for n in train_lengths:
             options = view_lengths(n, _view_pool(n, config), config, max_len)
-            forward += 2 * sum(n_layers * layer_flops(v, H, I) for v in options) / len(options)
-        forward += info_nce
+            views += 2 * sum(n_layers * layer_flops(v, H, I) for v in options) / len(options)
+        forward += views + info_nce
     if model == "DuoRec":
         # a second pass of every sequence and / or a same-target sequence; partners are drawn from the training
         # rows themselves, so over an epoch their lengths follow the training lengths
@@ -124,7 +126,17 @@ def epoch_flops(model, config, train_lengths, n_items, batch_size):
             for n in train_lengths:
                 options = view_lengths(n, config["augmentations"], config, max_len)
                 no_grad += sum(c_layers * layer_flops(v, H, I) for v in options) / len(options)
+    if model == "MCLRec":
+        # per batch: encoder steps (everything above, plus L_cl2 / R similarities, trained) and augmenter steps (the
+        # views encoded without gradient, then the same similarities); the augmenter MLPs are negligible
+        encoder_steps, augmenter_steps = MCLREC_STEPS[config["meta_schedule"]]
+        similarities = 3 * (int(bool(config["use_cl2"])) + int(config["reg_gamma"] > 0)) * info_nce
+        return 3 * encoder_steps * (forward + similarities) + augmenter_steps * (views + 3 * similarities)
     return 3 * forward + no_grad
+
+
+# MCLRec's meta_schedule -> (encoder steps, augmenter steps) per batch (recbole_srma.trainer.META_SCHEDULES)
+MCLREC_STEPS = {"alternate": (1, 1), "official": (2, 1), "joint": (1, 0)}
 
 
 def eval_flops(config, eval_lengths, n_items, n_layers=None):

@@ -4,8 +4,9 @@ Precedence, lowest to highest (RecBole's own order with the plugin's defaults sl
 
 1. RecBole's defaults (its overall.yaml, model yaml, dataset yamls and quick-start yamls),
 2. the plugin's ``properties/overall.yaml`` (the evaluation protocol shared by every model, RecBole's included),
-   then ``properties/backbone.yaml`` (plugin models only), ``properties/model/<Model>.yaml`` and
-   ``properties/dataset/<dataset>.yaml``,
+   then ``properties/backbone.yaml`` (plugin models only), ``properties/model/<Model>.yaml``,
+   ``properties/dataset/<dataset>.yaml`` and ``properties/model/<Model>/<dataset>.yaml`` (a model's published
+   settings for one dataset, where the paper gives them),
 3. config files (``config_file_list`` / ``--config_files``), in order,
 4. the ``config_dict`` argument,
 5. ``--key=value`` on the command line.
@@ -85,6 +86,8 @@ class Config(RecBoleConfig):
         self.plugin_yaml_files.append(PROPERTIES_DIR / "model" / f"{model}.yaml")
         dataset_yaml = PROPERTIES_DIR / "dataset" / f"{dataset}.yaml"
         self.plugin_yaml_files.append(dataset_yaml)
+        # a model's published settings for one dataset (e.g. MCLRec's per-dataset weights)
+        self.plugin_yaml_files.append(PROPERTIES_DIR / "model" / str(model) / f"{dataset}.yaml")
         for path in self.plugin_yaml_files:
             if path.is_file():
                 loaded = self._update_internal_config_dict(str(path))

@@ -75,6 +75,21 @@ def subset_of(*choices):
     return check
 
 
+def list_of(check):
+    """A list (possibly empty) whose every item passes ``check``."""
+
+    def wrapped(value):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"must be a list, got {value!r}")
+        for item in value:
+            try:
+                check(item)
+            except ValueError as err:
+                raise ValueError(f"has an entry that {err}") from None
+
+    return wrapped
+
+
 def optional(check):
     """Allow ``None`` (``~`` in yaml) as well as whatever ``check`` allows."""
 

@@ -22,10 +22,13 @@ MODELS = {
     "CoSeRec": "recbole_srma.model.coserec:CoSeRec",
     "DuoRec": "recbole_srma.model.duorec:DuoRec",
     "SRMA": "recbole_srma.model.srma:SRMA",
+    "MCLRec": "recbole_srma.model.mclrec:MCLRec",
 }
 
 # name -> "module:Class" for plugin models that need their own training loop.
-TRAINERS = {}
+TRAINERS = {
+    "MCLRec": "recbole_srma.trainer:MetaTrainer",
+}
 
 _RECBOLE_PACKAGES = (
     "sequential_recommender",

@@ -108,7 +108,13 @@ class SafeCheckpointMixin:
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+        except (KeyError, ValueError, TypeError) as err:
+            raise CheckpointError(
+                f"the optimiser state in {resume_file} does not match this run's optimiser(s) ({err}); the checkpoint "
+                "was written with other training settings (learner, or MCLRec's meta_schedule): resume with those"
+            ) from None
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     @torch.no_grad()
@@ -158,3 +164,134 @@ def with_safe_checkpoints(trainer_class):
     if trainer_class not in _wrapped:
         _wrapped[trainer_class] = type(trainer_class.__name__, (SafeCheckpointMixin, trainer_class), {})
     return _wrapped[trainer_class]
+
+
+class PhaseOptimizer:
+    """Several optimisers behind the one ``optimizer`` that RecBole's training loop zeroes and steps.
+
+    ``phase`` names the optimiser that ``step`` runs. ``zero_grad`` clears the gradients of all of them, so no phase
+    ever steps with another phase's gradients. ``param_groups`` are the current phase's (what AMP's GradScaler
+    unscales). The state dict holds every optimiser's state by name, so a checkpoint restores each of them.
+    """
+
+    def __init__(self, optimizers):
+        self.optimizers = dict(optimizers)
+        self.phase = next(iter(self.optimizers))
+
+    @property
+    def param_groups(self):
+        return self.optimizers[self.phase].param_groups
+
+    def zero_grad(self, set_to_none=True):
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None):
+        return self.optimizers[self.phase].step(closure)
+
+    def state_dict(self):
+        return {"phases": {name: opt.state_dict() for name, opt in self.optimizers.items()}}
+
+    def load_state_dict(self, state):
+        phases = state.get("phases") if isinstance(state, dict) else None
+        if not isinstance(phases, dict) or set(phases) != set(self.optimizers):
+            found = sorted(phases) if isinstance(phases, dict) else "one optimiser"
+            raise ValueError(f"expected optimisers {sorted(self.optimizers)}, the checkpoint holds {found}")
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(phases[name])
+
+
+class _PhaseSteps:
+    """A training loader that hands out every batch once per phase of ``trainer.schedule``, switching the trainer's
+    optimiser to that phase first and forgetting the previous batch's views."""
+
+    def __init__(self, loader, trainer):
+        self.loader, self.trainer = loader, trainer
+
+    def __len__(self):
+        return len(self.loader) * len(self.trainer.schedule)
+
+    def __iter__(self):
+        for interaction in self.loader:
+            self.trainer._views = None
+            for phase in self.trainer.schedule:
+                self.trainer.optimizer.phase = phase
+                yield interaction
+
+    def __getattr__(self, name):  # shuffle, sampler, ... (RecBole's distributed set-up reads them)
+        return getattr(self.loader, name)
+
+
+META_SCHEDULES = {
+    "alternate": ("encoder", "augmenter"),
+    "official": ("encoder", "augmenter", "encoder"),
+    "joint": None,
+}
+
+
+class MetaTrainer(Trainer):
+    """MCLRec's trainer: the encoder and the learnable augmenters updated in phases by two optimisers.
+
+    ``meta_schedule`` gives the phases run on every batch (``META_SCHEDULES``): ``alternate`` (encoder, augmenter),
+    ``official`` (encoder, augmenter, encoder) or ``joint`` (no phases: one optimiser over every parameter, RecBole's
+    plain loop on ``calculate_loss``). The encoder optimiser has ``learning_rate``, the augmenter optimiser
+    ``augmenter_learning_rate`` (``~``: the same), both RecBole's ``learner``.
+
+    RecBole's ``fit`` and ``_train_epoch`` run unchanged: ``_train_epoch`` gets a view of the training data that yields
+    each batch once per phase (so the progress bar counts optimiser steps), a loss function that computes the current
+    phase's objective, and ``self.optimizer`` is a :class:`PhaseOptimizer` whose ``step`` runs the current phase's
+    optimiser. AMP, gradient clipping, DDP's gradient sync, logging, early stopping and checkpoints work as for every
+    model. Each step returns the encoder terms followed by the augmenter terms (zeros for the phase not running), so
+    RecBole logs ``train_loss1 ..`` as the sums of each term over the epoch; the names are logged when training starts.
+
+    The model provides ``encoder_parameters()``, ``augmenter_parameters()``, ``draw_views(interaction)`` (once per
+    batch; every phase of the batch sees the same views), ``encoder_loss(interaction, views)`` and
+    ``augmenter_loss(interaction, views)`` returning the terms named by ``LOSS_TERMS`` and ``AUGMENTER_LOSS_TERMS``.
+    """
+
+    def __init__(self, config, model):
+        self.schedule = META_SCHEDULES[config["meta_schedule"]]  # read by _build_optimizer, run from Trainer.__init__
+        self._views = None
+        super().__init__(config, model)
+
+    def _build_optimizer(self, **kwargs):
+        if kwargs or self.schedule is None:
+            return super()._build_optimizer(**kwargs)
+        model = self._plain_model
+        augmenter_lr = self.config["augmenter_learning_rate"] or self.config["learning_rate"]
+        return PhaseOptimizer(
+            {
+                "encoder": super()._build_optimizer(params=model.encoder_parameters()),
+                "augmenter": super()._build_optimizer(params=model.augmenter_parameters(), learning_rate=augmenter_lr),
+            }
+        )
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        if verbose:
+            model = self._plain_model
+            names = list(model.LOSS_TERMS) + ([f"augmenter {n}" for n in model.AUGMENTER_LOSS_TERMS] if self.schedule else [])
+            steps = " -> ".join(self.schedule) if self.schedule else "joint (one optimiser)"
+            self.logger.info(
+                set_color(f"{self.config['model']} meta-training", "blue")
+                + f": per batch {steps}; "
+                + ", ".join(f"train_loss{i} = {name}" for i, name in enumerate(names, 1))
+            )
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if self.schedule is None or loss_func is not None:
+            return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        return super()._train_epoch(
+            _PhaseSteps(train_data, self), epoch_idx, loss_func=self._phase_loss, show_progress=show_progress
+        )
+
+    def _phase_loss(self, interaction):
+        model = self._plain_model
+        if self._views is None:
+            self._views = model.draw_views(interaction)
+        zero = torch.zeros((), device=interaction[model.ITEM_SEQ].device)
+        if self.optimizer.phase == "encoder":
+            terms = model.encoder_loss(interaction, self._views)
+            return tuple(terms) + (zero,) * len(model.AUGMENTER_LOSS_TERMS)
+        terms = model.augmenter_loss(interaction, self._views)
+        return (zero,) * len(model.LOSS_TERMS) + tuple(terms)

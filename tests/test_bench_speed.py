@@ -62,6 +62,14 @@ def test_floor_counts_real_tokens_views_and_extras():
     assert duorec - sasrec_short > 2 * encoder_only
     coserec = speed.epoch_flops("CoSeRec", {**CONFIG, "augmentations": ["insert"]}, short, 1000, 256)
     assert coserec > cl4srec  # inserted items lengthen the views
+    # MCLRec: the joint schedule is CL4SRec plus the meta similarities; each phase schedule adds its steps
+    meta = {**CONFIG, "use_cl2": True, "reg_gamma": 0.1}
+    joint, alternate, official = (
+        speed.epoch_flops("MCLRec", {**meta, "meta_schedule": s}, short, 1000, 256)
+        for s in ("joint", "alternate", "official")
+    )
+    assert cl4srec < joint < alternate < official
+    assert official - alternate == pytest.approx(joint)  # one more encoder step per batch
 
 
 def test_speed_bench_runs_end_to_end_on_tiny_data(tmp_path):

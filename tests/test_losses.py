@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from recbole_srma.model.losses import info_nce
+from recbole_srma.model.losses import info_nce, margin_regulariser
 
 
 def naive_info_nce(z1, z2, temperature, similarity, fn_mask=None):
@@ -189,3 +189,65 @@ def test_invalid_arguments():
         info_nce(z, z, false_negative_mask=torch.zeros(4, 4))
     with pytest.raises(ValueError, match="B >= 1"):
         info_nce(torch.zeros(0, 3), torch.zeros(0, 3))
+
+
+# --- MCLRec's margin regulariser R ------------------------------------------------------------------------------------
+
+
+def naive_margin_regulariser(z1, z2, temperature, similarity):
+    """Explicit loops: mean_a relu(p_a - m_a) + mean_{a,j} relu(max(p_a, m_a) - n_aj), m_a the hardest negative."""
+    h = z1.detach().double().tolist() + z2.detach().double().tolist()
+    B = len(h) // 2
+
+    def sim(a, b):
+        dot = sum(x * y for x, y in zip(h[a], h[b]))
+        if similarity == "cos":
+            dot /= math.sqrt(sum(x * x for x in h[a])) * math.sqrt(sum(x * x for x in h[b]))
+        return dot / temperature
+
+    first, second, count = 0.0, 0.0, 0
+    for a in range(2 * B):
+        p = a + B if a < B else a - B
+        negatives = [sim(a, j) for j in range(2 * B) if j not in (a, p)]
+        hardest = max(negatives)
+        first += max(0.0, sim(a, p) - hardest)
+        for n in negatives:
+            second += max(0.0, max(sim(a, p), hardest) - n)
+            count += 1
+    return first / (2 * B) + second / count
+
+
+def test_margin_regulariser_by_hand():
+    # B = 2, D = 1: h = [1, 2 | 3, 0]; dot logits s(a, b) = h_a * h_b.
+    # anchor 0: positive s(0,2) = 3, negatives s(0,1) = 2, s(0,3) = 0 -> hardest 2; terms 1 | (3-2) + (3-0) = 4
+    # anchor 1: positive s(1,3) = 0, negatives s(1,0) = 2, s(1,2) = 6 -> hardest 6; terms 0 | (6-2) + (6-6) = 4
+    # anchor 2: positive s(2,0) = 3, negatives s(2,1) = 6, s(2,3) = 0 -> hardest 6; terms 0 | (6-6) + (6-0) = 6
+    # anchor 3: positive s(3,1) = 0, negatives s(3,0) = 0, s(3,2) = 0 -> hardest 0; terms 0 | 0 + 0 = 0
+    # R = (1 + 0 + 0 + 0) / 4 + (4 + 4 + 6 + 0) / 8 = 0.25 + 1.75 = 2.0
+    z1 = torch.tensor([[1.0], [2.0]])
+    z2 = torch.tensor([[3.0], [0.0]])
+    assert margin_regulariser(z1, z2).item() == pytest.approx(2.0)
+    assert margin_regulariser(z1, z2, temperature=2.0).item() == pytest.approx(1.0)  # every logit halved
+
+
+@pytest.mark.parametrize("B,D", [(2, 3), (5, 8), (9, 4)])
+@pytest.mark.parametrize("temperature", [0.5, 1.0])
+@pytest.mark.parametrize("similarity", ["dot", "cos"])
+def test_margin_regulariser_matches_naive_reference(B, D, temperature, similarity):
+    g = torch.Generator().manual_seed(B * 10 + D)
+    z1, z2 = torch.randn(B, D, generator=g), torch.randn(B, D, generator=g)
+    got = margin_regulariser(z1, z2, temperature=temperature, similarity=similarity)
+    assert got.item() == pytest.approx(naive_margin_regulariser(z1, z2, temperature, similarity), rel=1e-5, abs=1e-6)
+
+
+def test_margin_regulariser_batch_of_one_and_gradient():
+    z1, z2 = torch.randn(1, 4, requires_grad=True), torch.randn(1, 4)
+    r = margin_regulariser(z1, z2)
+    assert r.item() == 0.0
+    r.backward()
+    assert torch.equal(z1.grad, torch.zeros_like(z1))
+    z1 = torch.randn(6, 4, requires_grad=True)
+    margin_regulariser(z1, torch.randn(6, 4)).backward()
+    assert z1.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="similarity"):
+        margin_regulariser(z1, z1, similarity="l2")

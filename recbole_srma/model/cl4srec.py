@@ -52,9 +52,14 @@ class CL4SRec(SequentialBackboneRecommender):
             operators=config["augmentations"],
         )
 
-    def encode_with_views(self, item_seq, item_seq_len):
-        """The batch and two augmented views of it, encoded in one pass: ``(seq_output, z1, z2, (seq1, len1))``."""
-        views = self.augmenter.views(item_seq, item_seq_len, n_views=2)
+    def encode_with_views(self, item_seq, item_seq_len, views=None):
+        """The batch and two augmented views of it, encoded in one pass: ``(seq_output, z1, z2, (seq1, len1))``.
+
+        ``views``: ``[(seq1, len1), (seq2, len2)]`` drawn beforehand (MCLRec reuses one draw across its phases);
+        ``None`` draws them here.
+        """
+        if views is None:
+            views = self.augmenter.views(item_seq, item_seq_len, n_views=2)
         hidden = self.encode_stacked(
             torch.cat([item_seq] + [seq for seq, _ in views]), torch.cat([item_seq_len] + [n for _, n in views])
         )

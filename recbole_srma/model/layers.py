@@ -4,10 +4,12 @@
   (SRMA's layer dropping).
 - :func:`sample_kept_layers`: which blocks each view keeps (exactly K - M of K).
 - :class:`GRUEncoder` and :func:`build_complement_encoder`: sequence encoders for SRMA's encoder complementing.
+- :class:`LearnableAugmenter`: MCLRec's model augmenter, an MLP on a sequence representation.
 """
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from recbole_srma.model.backbone import FeedForward, SASRecBackbone
 
@@ -82,3 +84,27 @@ def build_complement_encoder(kind, config, n_items, max_seq_length):
     if kind == "gru":
         return GRUEncoder(n_items, config["hidden_size"], initializer_range=config["initializer_range"])
     raise ValueError(f"unknown complement encoder type {kind!r}; choose from {COMPLEMENT_TYPES}")
+
+
+class LearnableAugmenter(nn.Module):
+    """MCLRec's learnable model augmenter: an MLP ``H -> inner_1 -> ... -> H`` with GELU after every layer but the
+    last and an L2-normalised output (the official code's "Extractor", there fixed to 64-32-16-64).
+
+    ``inner_ratios`` give the inner widths as fractions of ``hidden_size`` (``[0.5, 0.25]``: 64-32-16-64 at hidden
+    size 64, 128-64-32-128 at 128); each width is at least 1. PyTorch's default ``nn.Linear`` initialisation, as in
+    the official code (the augmenters there live outside the model and escape its initialiser).
+    """
+
+    def __init__(self, hidden_size, inner_ratios=(0.5, 0.25)):
+        super().__init__()
+        sizes = [hidden_size, *[max(1, round(hidden_size * r)) for r in inner_ratios], hidden_size]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+
+    @property
+    def sizes(self):
+        return [self.layers[0].in_features] + [layer.out_features for layer in self.layers]
+
+    def forward(self, hidden):
+        for layer in self.layers[:-1]:
+            hidden = F.gelu(layer(hidden))
+        return F.normalize(self.layers[-1](hidden), dim=-1)

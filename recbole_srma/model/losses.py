@@ -12,6 +12,8 @@ minus those of sequences marked as false negatives of ``a``'s sequence. The loss
 anchors. It is computed with ``cross_entropy`` over logits whose excluded entries are ``-inf`` (a log-sum-exp), so it
 stays finite and accurate for logits of order 1e4 in float32. With B = 1 (or every negative masked) each anchor has only
 its positive and the loss is exactly 0, with a zero gradient.
+
+``margin_regulariser`` is MCLRec's contrastive regulariser over the same logits (its docstring has the formula).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["info_nce", "SIMILARITIES"]
+__all__ = ["info_nce", "margin_regulariser", "SIMILARITIES"]
 
 SIMILARITIES = ("dot", "cos")
 
@@ -52,6 +54,60 @@ def info_nce(
 
     Half-precision inputs are computed in float32; the result has the computation dtype.
     """
+    logits = _pair_logits(z1, z2, temperature, similarity)
+    B = z1.shape[0]
+    if false_negative_mask is not None:
+        if not isinstance(false_negative_mask, torch.Tensor) or false_negative_mask.dtype != torch.bool:
+            raise ValueError("false_negative_mask must be a bool tensor [B, B]")
+        if false_negative_mask.shape != (B, B):
+            raise ValueError(f"false_negative_mask must have shape ({B}, {B}), got {tuple(false_negative_mask.shape)}")
+
+    device = logits.device
+    excluded = torch.eye(2 * B, dtype=torch.bool, device=device)  # an anchor is not its own negative
+    if false_negative_mask is not None:
+        fn = false_negative_mask.to(device) & ~torch.eye(B, dtype=torch.bool, device=device)
+        excluded = excluded | fn.repeat(2, 2)
+    logits = logits.masked_fill(excluded, float("-inf"))
+    return F.cross_entropy(logits, _positive_index(B, device), reduction="mean")
+
+
+def margin_regulariser(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 1.0, similarity: str = "dot"
+) -> torch.Tensor:
+    """MCLRec's contrastive regulariser R (Qin et al., SIGIR 2023) over the same 2B anchors as :func:`info_nce`.
+
+    With ``p_a`` the anchor's positive logit, ``n_aj`` its 2B - 2 negative logits and ``m_a = max_j n_aj`` its
+    hardest negative (logits as in :func:`info_nce`)::
+
+        R = mean_a max(0, p_a - m_a) + mean_{a, j} max(0, max(p_a, m_a) - n_aj)
+
+    The first term penalises a positive scored above the hardest negative, the second every negative scored below
+    ``max(p_a, m_a)``: in MCLRec's meta step it keeps the learnable augmenters from making contrastive pairs that
+    are too easy. With B = 1 there are no negatives and R is 0 (with a zero gradient). Arguments and errors as for
+    :func:`info_nce` (no false-negative mask).
+    """
+    logits = _pair_logits(z1, z2, temperature, similarity)
+    B = z1.shape[0]
+    if B == 1:
+        return logits.sum() * 0.0
+    device = logits.device
+    positive_index = _positive_index(B, device)
+    positive = logits.gather(1, positive_index[:, None]).squeeze(1)  # [2B]
+    is_negative = ~torch.eye(2 * B, dtype=torch.bool, device=device)
+    is_negative[torch.arange(2 * B, device=device), positive_index] = False
+    negatives = logits[is_negative].view(2 * B, 2 * B - 2)
+    hardest = negatives.max(dim=1).values
+    upper = torch.maximum(positive, hardest)
+    return (positive - hardest).clamp_min(0).mean() + (upper[:, None] - negatives).clamp_min(0).mean()
+
+
+def _positive_index(B, device):
+    """The positive of each of the 2B anchors: the other view of the same sequence."""
+    return (torch.arange(2 * B, device=device) + B) % (2 * B)
+
+
+def _pair_logits(z1, z2, temperature, similarity):
+    """Checked inputs -> ``[2B, 2B]`` similarities of ``[z1; z2]`` divided by the temperature (float32 or wider)."""
     if not isinstance(z1, torch.Tensor) or not isinstance(z2, torch.Tensor):
         raise ValueError("z1 and z2 must be tensors")
     if z1.dim() != 2 or z1.shape != z2.shape:
@@ -59,7 +115,7 @@ def info_nce(
             f"z1 and z2 must both be [B, D] with the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
         )
     if z1.shape[0] == 0:
-        raise ValueError("info_nce needs at least one sequence (B >= 1)")
+        raise ValueError("a contrastive loss needs at least one sequence (B >= 1)")
     if not (z1.is_floating_point() and z2.is_floating_point()):
         raise ValueError(f"z1 and z2 must be floating tensors, got {z1.dtype} and {z2.dtype}")
     if similarity not in SIMILARITIES:
@@ -71,27 +127,10 @@ def info_nce(
         or float(temperature) <= 0
     ):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    B = z1.shape[0]
-    if false_negative_mask is not None:
-        if not isinstance(false_negative_mask, torch.Tensor) or false_negative_mask.dtype != torch.bool:
-            raise ValueError("false_negative_mask must be a bool tensor [B, B]")
-        if false_negative_mask.shape != (B, B):
-            raise ValueError(f"false_negative_mask must have shape ({B}, {B}), got {tuple(false_negative_mask.shape)}")
-
     dtype = torch.promote_types(z1.dtype, z2.dtype)
     if dtype in (torch.float16, torch.bfloat16):
         dtype = torch.float32
     h = torch.cat([z1.to(dtype), z2.to(dtype)], dim=0)  # [2B, D]
     if similarity == "cos":
         h = F.normalize(h, dim=1)
-    logits = (h @ h.T) / float(temperature)  # [2B, 2B]
-
-    device = logits.device
-    idx = torch.arange(2 * B, device=device)
-    excluded = torch.eye(2 * B, dtype=torch.bool, device=device)  # an anchor is not its own negative
-    if false_negative_mask is not None:
-        fn = false_negative_mask.to(device) & ~torch.eye(B, dtype=torch.bool, device=device)
-        excluded = excluded | fn.repeat(2, 2)
-    logits = logits.masked_fill(excluded, float("-inf"))
-    target = (idx + B) % (2 * B)  # the positive: the other view of the same sequence (never excluded)
-    return F.cross_entropy(logits, target, reduction="mean")
+    return (h @ h.T) / float(temperature)
