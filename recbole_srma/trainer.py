@@ -269,7 +269,9 @@ class MetaTrainer(Trainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         if verbose:
             model = self._plain_model
-            names = list(model.LOSS_TERMS) + ([f"augmenter {n}" for n in model.AUGMENTER_LOSS_TERMS] if self.schedule else [])
+            names = list(model.LOSS_TERMS)
+            if self.schedule:
+                names += [f"augmenter {name}" for name in model.AUGMENTER_LOSS_TERMS]
             steps = " -> ".join(self.schedule) if self.schedule else "joint (one optimiser)"
             self.logger.info(
                 set_color(f"{self.config['model']} meta-training", "blue")

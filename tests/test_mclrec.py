@@ -86,7 +86,9 @@ def test_augmenter_phase_gives_the_encoder_no_gradient(tmp_path):
 @pytest.mark.parametrize(
     "schedule, encoder_steps, augmenter_steps", [("alternate", 1, 1), ("official", 2, 1)]
 )
-def test_schedules_step_each_optimiser_per_batch_and_share_the_views(tmp_path, schedule, encoder_steps, augmenter_steps):
+def test_schedules_step_each_optimiser_per_batch_and_share_the_views(
+    tmp_path, schedule, encoder_steps, augmenter_steps
+):
     _, model, trainer, train_data, _ = _meta(tmp_path, meta_schedule=schedule)
     optimizer = trainer.optimizer
     assert isinstance(optimizer, PhaseOptimizer)
