@@ -127,3 +127,26 @@ def test_equivalence_summary_compares_the_means_with_the_seed_spread():
     assert "OUTSIDE the spread" in eq.summarize(far, "d", "M", [1, 2, 3], 3)
     other_epochs = near[:3] + [dict(r, overrides={"epochs": 5}) for r in near[3:]]
     assert "| False | - | - | - | - | - |" in eq.summarize(other_epochs, "d", "M", [1, 2, 3], 3)
+
+
+def test_cost_ratio_times_arms_interleaved_against_the_first(tmp_path):
+    data = make_tiny_dataset(tmp_path, n_users=120)
+    out = tmp_path / "ratio.json"
+    args = [
+        "--dataset", data["dataset"], "--data-path", data["data_path"], "--raw-data-dir", str(tmp_path),
+        "--arms", "CL4SRec", "MCLRec", "MCLRec:meta_schedule=official", "--batches", "2", "--rounds", "2",
+        "--threads", "1", "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
+        "--set", "hidden_size=16", "--set", "inner_size=32", "--set", "train_batch_size=32",
+    ]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    script = REPO / "bench" / "cost_ratio.py"
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    rows = {r["arm"]: r for r in report["arms"]}
+    assert rows["CL4SRec"]["ratio_per_round"] == [1.0, 1.0]
+    for row in rows.values():
+        assert len(row["round_s"]) == 2 and all(t > 0 for t in row["round_s"]) and row["epoch_s_estimate"] > 0
+    # three optimiser steps per batch (two of them full encoder steps) cost more than one
+    assert rows["MCLRec:meta_schedule=official"]["ratio_median"] > 1.0
+    assert "| MCLRec:meta_schedule=official |" in proc.stdout
