@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recbole_srma.model.duorec import ROW_FIELD, SameTargetIndex
+from recbole_srma.model.same_target import ROW_FIELD, SameTargetIndex
 from recbole_srma.trainer import Trainer
 from tiny import build
 
@@ -34,7 +34,7 @@ def test_partners_in_a_real_batch(tmp_path):
     feat = train_data._dataset.inter_feat
     assert torch.equal(feat[model.POS_ITEM_ID][partner], batch[model.POS_ITEM_ID])
     assert torch.equal(seq, feat[model.ITEM_SEQ][partner]) and torch.equal(length, feat[model.ITEM_SEQ_LEN][partner])
-    has_other = model.same_target.count[rows] > 1
+    has_other = model.same_target.index.count[rows] > 1
     assert has_other.any() and (partner[has_other] != rows[has_other]).all()
     assert (partner[~has_other] == rows[~has_other]).all()
 
@@ -94,12 +94,12 @@ def test_masking_changes_the_loss_when_targets_repeat(tmp_path):
 def test_index_is_rebuilt_when_the_training_data_change(tmp_path):
     _, model, train_data, *_ = build("DuoRec", tmp_path, **FAST)
     feat = train_data._dataset.inter_feat
-    old_index = model.same_target
+    old_index = model.same_target.index
     # the data change under the model: targets rotated
     feat.update(type(feat)({model.POS_ITEM_ID: feat[model.POS_ITEM_ID].roll(1)}))
     batch = next(iter(train_data))
     _, _, partner = model.same_target_partners(batch)
-    assert model.same_target is not old_index
+    assert model.same_target.index is not old_index
     assert torch.equal(feat[model.POS_ITEM_ID][partner], batch[model.POS_ITEM_ID])
 
 
