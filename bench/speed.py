@@ -95,7 +95,8 @@ def epoch_flops(model, config, train_lengths, n_items, batch_size):
 
     Counts every block at every real position (what the model defines), the next-item softmax over all items,
     the views' encoder passes at their expected lengths, InfoNCE, SRMA's kept layer-dropping blocks and its frozen
-    complement's forward pass, MCLRec's extra similarity matrices and its augmenter steps (views without gradient).
+    complement's forward pass, MCLRec's extra similarity matrices and its augmenter steps (views without gradient),
+    BT4SRec's views or same-target partners, projector and cross-correlation.
     Element-wise work (LayerNorm, softmax, dropout, GELU) and the optimiser are left out: the floor is a bound no
     implementation can beat at the machine's matmul rate.
     """
@@ -118,6 +119,19 @@ def epoch_flops(model, config, train_lengths, n_items, batch_size):
         # rows themselves, so over an epoch their lengths follow the training lengths
         extra = {"us_x": 2, "un": 1, "su": 1, "us": 2}[config["contrast"]]
         forward += extra * encoder + (2 if config["contrast"] == "us" else 1) * info_nce
+    if model == "BT4SRec" and config["alpha"] > 0:
+        # two augmented views and / or a same-target partner (lengths follow the training lengths); projector and
+        # the [D, D] cross-correlation per pair
+        if config["bt_positive"] in ("augment", "both"):
+            for n in train_lengths:
+                options = view_lengths(n, config["augmentations"], config, max_len)
+                views += 2 * sum(n_layers * layer_flops(v, H, I) for v in options) / len(options)
+        pairs = {"augment": 1, "same_target": 1, "both": 2}[config["bt_positive"]]
+        partners = encoder if config["bt_positive"] != "augment" else 0.0
+        widths = [H, *config["projector_sizes"]]
+        projector = sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))
+        correlation = 2 * widths[-1] ** 2
+        forward += views + partners + len(train_lengths) * pairs * 2 * (projector + correlation)
     if model == "SRMA":
         K, M = config["layer_drop_K"], config["layer_drop_M"]
         forward += len(train_lengths) * (K + 2 * (K - M)) * 2 * 2 * H * I

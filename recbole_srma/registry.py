@@ -23,6 +23,7 @@ MODELS = {
     "DuoRec": "recbole_srma.model.duorec:DuoRec",
     "SRMA": "recbole_srma.model.srma:SRMA",
     "MCLRec": "recbole_srma.model.mclrec:MCLRec",
+    "BT4SRec": "recbole_srma.model.bt4srec:BT4SRec",
 }
 
 # name -> "module:Class" for plugin models that need their own training loop.

@@ -10,7 +10,7 @@ import torch
 
 from recbole_srma.errors import ConfigError
 from recbole_srma.model import augment
-from recbole_srma.model.augment import SequenceAugmenter, crop, identity, mask, reorder
+from recbole_srma.model.augment import SequenceAugmenter, crop, identity, mask, reorder, segment_mask
 
 N_ITEMS = 500
 MASK = N_ITEMS  # the mask token: one past the last real item id
@@ -44,6 +44,7 @@ OPS = {
     "crop": lambda s, l, g=None: crop(s, l, 0.6, generator=g),
     "mask": lambda s, l, g=None: mask(s, l, 0.3, MASK, generator=g),
     "reorder": lambda s, l, g=None: reorder(s, l, 0.6, generator=g),
+    "segment_mask": lambda s, l, g=None: segment_mask(s, l, 0.3, MASK, generator=g),
     "identity": lambda s, l, g=None: identity(s, l, generator=g),
 }
 
@@ -78,7 +79,7 @@ def test_inputs_that_are_views_are_not_mutated(name):
     assert torch.equal(store, store_c) and torch.equal(store_len, store_len_c)
 
 
-@pytest.mark.parametrize("name", ["crop", "mask", "reorder"])
+@pytest.mark.parametrize("name", ["crop", "mask", "reorder", "segment_mask"])
 def test_length_one_rows_unchanged_and_padding_zero(name):
     seq, lengths = make_batch(B=200, seed=3)
     lengths[::3] = 1
@@ -92,7 +93,7 @@ def test_length_one_rows_unchanged_and_padding_zero(name):
         assert torch.equal(out_len, lengths)
 
 
-@pytest.mark.parametrize("name", ["crop", "mask", "reorder"])
+@pytest.mark.parametrize("name", ["crop", "mask", "reorder", "segment_mask"])
 def test_generator_reproducible_and_seed_sensitive(name):
     seq, lengths = make_batch(B=64, L=50, min_len=20)
     a = OPS[name](seq, lengths, gen(5))
@@ -107,7 +108,7 @@ def test_generator_reproducible_and_seed_sensitive(name):
     assert torch.equal(d[0], e[0])
 
 
-@pytest.mark.parametrize("name", ["crop", "mask", "reorder"])
+@pytest.mark.parametrize("name", ["crop", "mask", "reorder", "segment_mask"])
 def test_views_differ_from_input_on_long_sequences(name):
     seq, lengths = make_batch(B=32, L=50, min_len=30)
     out, _ = OPS[name](seq, lengths, gen(7))
@@ -161,6 +162,30 @@ def test_mask_exact(gamma):
         assert all(p < ln for p in changed)
         assert (out[b, changed] == MASK).all()
     assert ((out == MASK).sum(dim=1) == torch.floor(lengths.double() * gamma).long()).all()
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.2, 0.3, 0.5, 1.0])
+def test_segment_mask_exact(gamma):
+    seq, lengths = make_batch(B=128, L=25, seed=24)
+    out, out_len = segment_mask(seq, lengths, gamma, MASK, generator=gen(25))
+    assert torch.equal(out_len, lengths)
+    for b in range(seq.shape[0]):
+        ln = int(lengths[b])
+        n = math.floor(gamma * ln)
+        changed = (out[b] != seq[b]).nonzero().flatten().tolist()
+        assert len(changed) == n and all(p < ln for p in changed)
+        if n:  # one contiguous window of masked items
+            assert changed == list(range(changed[0], changed[0] + n))
+            assert (out[b, changed] == MASK).all()
+
+
+def test_segment_mask_start_is_uniform():
+    B, L, n, gamma = 4000, 12, 10, 0.3  # windows of 3 items: starts 0..7 equally likely
+    seq, lengths = repeated_row(B, L, n)
+    out, _ = segment_mask(seq, lengths, gamma, MASK, generator=gen(26))
+    starts = (out == MASK).int().argmax(dim=1)
+    freq = torch.bincount(starts, minlength=8).double() / B
+    assert torch.allclose(freq, torch.full((8,), 1 / 8, dtype=torch.float64), atol=0.025), freq
 
 
 def test_mask_positions_uniform():
@@ -266,6 +291,8 @@ def test_from_rates_validation():
         SequenceAugmenter.from_rates(mask_token=MASK, operators=("crop", "shuffle"))
     with pytest.raises(ConfigError, match="mask_token"):
         SequenceAugmenter.from_rates(operators=("mask",))
+    with pytest.raises(ConfigError, match="mask_token"):
+        SequenceAugmenter.from_rates(operators=("segment_mask",))
     with pytest.raises(ConfigError, match="identity"):
         SequenceAugmenter.from_rates(operators=())
     with pytest.raises(ConfigError, match="repeat"):

@@ -70,6 +70,14 @@ def test_floor_counts_real_tokens_views_and_extras():
     )
     assert cl4srec < joint < alternate < official
     assert official - alternate == pytest.approx(joint)  # one more encoder step per batch
+    # BT4SRec: full-length views (mask, segment mask, reorder) cost more than CL4SRec's cropped ones; both positives
+    # add a same-target pass; alpha 0 is the one-view path
+    bt = {**CONFIG, "alpha": 0.05, "bt_positive": "augment", "projector_sizes": [256, 64],
+          "augmentations": ["mask", "segment_mask", "reorder"]}
+    bt_augment, bt_both = (speed.epoch_flops("BT4SRec", {**bt, "bt_positive": p}, short, 1000, 256)
+                           for p in ("augment", "both"))
+    assert cl4srec < bt_augment and bt_both - bt_augment > encoder_only
+    assert speed.epoch_flops("BT4SRec", {**bt, "alpha": 0.0}, short, 1000, 256) == sasrec_short
 
 
 def test_speed_bench_runs_end_to_end_on_tiny_data(tmp_path):

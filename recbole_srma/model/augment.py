@@ -16,6 +16,9 @@ Exact definitions, applied to every row independently (``len`` is the row's leng
 * ``reorder``: a contiguous window of ``n = floor(beta * len)`` items, starting at a start drawn uniformly from
   ``[0, len - n]``, is permuted uniformly at random; every position outside the window is unchanged, and so is the
   length.
+* ``segment_mask``: a contiguous window of ``n = floor(gamma * len)`` items, starting at a start drawn uniformly from
+  ``[0, len - n]``, is replaced by ``mask_token``; the length is unchanged (the segment masking of Barlow Twins
+  sequence models).
 * ``identity``: returns copies of its inputs (the "no augmentation" operator used by ablations).
 * ``substitute`` (CoSeRec): ``k = max(1, floor(rate * len))`` distinct uniformly chosen real positions get the most
   similar item of the item they hold (``lookup``, e.g. item-based CF); the length is unchanged.
@@ -51,6 +54,7 @@ from recbole_srma.errors import ConfigError
 __all__ = [
     "crop",
     "mask",
+    "segment_mask",
     "reorder",
     "identity",
     "substitute",
@@ -132,11 +136,35 @@ def mask(
     """Replace exactly ``floor(gamma * len)`` distinct uniformly chosen real positions by ``mask_token``."""
     gamma = _check_rate("gamma (mask rate)", gamma)
     _check_seq(item_seq, item_seq_len)
-    if isinstance(mask_token, bool) or not isinstance(mask_token, numbers.Integral) or mask_token < 1:
-        raise ValueError(f"mask_token must be a positive integer item id (n_items), got {mask_token!r}")
+    _check_mask_token(mask_token)
     chosen = _random_positions(item_seq, item_seq_len.to(torch.long), _floor_rate(gamma, item_seq_len), generator)
     seq = torch.where(chosen, torch.full_like(item_seq, int(mask_token)), item_seq)
     return seq, item_seq_len.clone()
+
+
+def segment_mask(
+    item_seq: torch.Tensor,
+    item_seq_len: torch.Tensor,
+    gamma: float,
+    mask_token: int,
+    generator: Optional[torch.Generator] = None,
+) -> SeqPair:
+    """Replace a contiguous window of ``floor(gamma * len)`` items at a uniform start by ``mask_token``."""
+    gamma = _check_rate("gamma (segment mask rate)", gamma)
+    _check_seq(item_seq, item_seq_len)
+    _check_mask_token(mask_token)
+    lengths = item_seq_len.to(torch.long)
+    n = _floor_rate(gamma, lengths)
+    start = _uniform_start(n, lengths, generator)
+    pos = torch.arange(item_seq.shape[1], device=item_seq.device).unsqueeze(0)
+    window = (pos >= start.unsqueeze(1)) & (pos < (start + n).unsqueeze(1))
+    seq = torch.where(window, torch.full_like(item_seq, int(mask_token)), item_seq)
+    return seq, item_seq_len.clone()
+
+
+def _check_mask_token(mask_token):
+    if isinstance(mask_token, bool) or not isinstance(mask_token, numbers.Integral) or mask_token < 1:
+        raise ValueError(f"mask_token must be a positive integer item id (n_items), got {mask_token!r}")
 
 
 def _random_positions(item_seq, lengths, k, generator):
@@ -249,6 +277,7 @@ class Operator:
 _BUILDERS: dict[str, Callable[[dict], Operator]] = {
     "crop": lambda p: Operator(crop, eta=p["crop_eta"]),
     "mask": lambda p: Operator(mask, gamma=p["mask_gamma"], mask_token=p["mask_token"]),
+    "segment_mask": lambda p: Operator(segment_mask, gamma=p["segment_mask_gamma"], mask_token=p["mask_token"]),
     "reorder": lambda p: Operator(reorder, beta=p["reorder_beta"]),
     "identity": lambda p: Operator(identity),
     "substitute": lambda p: Operator(substitute, rate=p["substitute_rate"], lookup=p["lookup"]),
@@ -318,6 +347,7 @@ class SequenceAugmenter:
         insert_rate: float = 0.4,
         substitute_rate: float = 0.1,
         lookup: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        segment_mask_gamma: float = 0.3,
         **options,
     ) -> "SequenceAugmenter":
         """Build from rates; ``operators`` picks (and orders) names from ``OPERATOR_NAMES``.
@@ -333,6 +363,7 @@ class SequenceAugmenter:
             "reorder_beta": _check_rate("reorder_beta", reorder_beta),
             "insert_rate": _check_rate("insert_rate", insert_rate),
             "substitute_rate": _check_rate("substitute_rate", substitute_rate),
+            "segment_mask_gamma": _check_rate("segment_mask_gamma", segment_mask_gamma),
             "mask_token": mask_token,
             "lookup": lookup,
         }
@@ -349,10 +380,11 @@ class SequenceAugmenter:
             raise ConfigError(f"unknown augmentation operator(s) {unknown}; choose from {list(OPERATOR_NAMES)}")
         if len(set(names)) != len(names):
             raise ConfigError(f"augmentation operators must not repeat, got {list(names)}")
-        if "mask" in names and (
+        masking = [n for n in names if n in ("mask", "segment_mask")]
+        if masking and (
             mask_token is None or isinstance(mask_token, bool) or not isinstance(mask_token, numbers.Integral)
         ):
-            raise ConfigError(f"the 'mask' operator needs mask_token (an int, = n_items), got {mask_token!r}")
+            raise ConfigError(f"the {masking} operator(s) need mask_token (an int, = n_items), got {mask_token!r}")
         needs_lookup = [n for n in names if n in ("insert", "substitute")]
         if needs_lookup and not callable(lookup):
             raise ConfigError(f"the {needs_lookup} operator(s) need an item-similarity lookup (CoSeRec builds one)")

@@ -5,6 +5,7 @@
 - :func:`sample_kept_layers`: which blocks each view keeps (exactly K - M of K).
 - :class:`GRUEncoder` and :func:`build_complement_encoder`: sequence encoders for SRMA's encoder complementing.
 - :class:`LearnableAugmenter`: MCLRec's model augmenter, an MLP on a sequence representation.
+- :class:`Projector`: the Barlow Twins projector MLP (BT4SRec).
 """
 
 import torch
@@ -108,3 +109,21 @@ class LearnableAugmenter(nn.Module):
         for layer in self.layers[:-1]:
             hidden = F.gelu(layer(hidden))
         return F.normalize(self.layers[-1](hidden), dim=-1)
+
+
+class Projector(nn.Sequential):
+    """Barlow Twins projector (Zbontar et al. 2021): ``Linear -> BatchNorm1d -> ReLU`` for every size but the last,
+    then a final ``Linear``; linear layers without bias, as in the paper. ``sizes`` are the output widths
+    (``[256, 64]``: ``H -> 256 -> 64``); an empty list is the identity (the loss then sees the encoder's output).
+    BatchNorm needs at least 2 rows in training.
+    """
+
+    def __init__(self, hidden_size, sizes):
+        layers = []
+        widths = [hidden_size, *sizes]
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            layers.append(nn.Linear(a, b, bias=False))
+            if i < len(sizes) - 1:
+                layers += [nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+        self.out_features = widths[-1]

@@ -14,6 +14,9 @@ stays finite and accurate for logits of order 1e4 in float32. With B = 1 (or eve
 its positive and the loss is exactly 0, with a zero gradient.
 
 ``margin_regulariser`` is MCLRec's contrastive regulariser over the same logits (its docstring has the formula).
+
+``barlow_twins`` is the Barlow Twins loss (Zbontar et al., ICML 2021) used by BT4SRec: no negatives, a
+cross-correlation matrix between two batch-standardised views.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["info_nce", "margin_regulariser", "SIMILARITIES"]
+__all__ = ["info_nce", "margin_regulariser", "barlow_twins", "cross_correlation", "SIMILARITIES"]
 
 SIMILARITIES = ("dot", "cos")
 
@@ -135,3 +138,42 @@ def _pair_logits(z1, z2, temperature, similarity):
     if similarity == "cos":
         h = F.normalize(h, dim=1)
     return (h @ h.T) / float(temperature)
+
+
+def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``C = Z1^T Z2 / B`` (``[D, D]``) of the views after per-dimension batch standardisation.
+
+    Each dimension of each view is centred and divided by ``sqrt(var + eps)`` over the batch (biased variance, as
+    ``BatchNorm1d`` without affine parameters in training, which the Barlow Twins paper uses), so ``C_ij`` is the
+    correlation of dimension i of view 1 with dimension j of view 2. Needs B >= 2 (a single row has no variance).
+    Half-precision inputs are computed in float32.
+    """
+    if not isinstance(z1, torch.Tensor) or not isinstance(z2, torch.Tensor) or z1.dim() != 2 or z1.shape != z2.shape:
+        raise ValueError(f"z1 and z2 must both be [B, D] tensors of the same shape, got {getattr(z1, 'shape', z1)} "
+                         f"and {getattr(z2, 'shape', z2)}")
+    if z1.shape[0] < 2:
+        raise ValueError(f"batch standardisation needs at least 2 rows, got {z1.shape[0]}")
+    dtype = torch.promote_types(torch.promote_types(z1.dtype, z2.dtype), torch.float32)
+    z1, z2 = z1.to(dtype), z2.to(dtype)
+
+    def standardise(z):
+        return (z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, unbiased=False) + eps)
+
+    return standardise(z1).T @ standardise(z2) / z1.shape[0]
+
+
+def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambda_off: float, eps: float = 1e-5) -> torch.Tensor:
+    """Barlow Twins loss ``sum_i (1 - C_ii)^2 + lambda_off * sum_{i != j} C_ij^2``, C from :func:`cross_correlation`.
+
+    The first term (invariance) makes each dimension agree across the two views; the second (redundancy reduction)
+    decorrelates different dimensions. It does not depend on the order of the batch's rows, and it is 0 for two
+    identical views whose standardised dimensions are uncorrelated. For fewer than 2 rows it raises ValueError:
+    callers skip such batches (BT4SRec does).
+    """
+    if isinstance(lambda_off, bool) or not isinstance(lambda_off, numbers.Real) or not lambda_off >= 0:
+        raise ValueError(f"lambda_off must be a number >= 0, got {lambda_off!r}")
+    c = cross_correlation(z1, z2, eps)
+    diagonal = torch.diagonal(c)
+    on_diagonal = (1.0 - diagonal).pow(2).sum()
+    off_diagonal = c.pow(2).sum() - diagonal.pow(2).sum()
+    return on_diagonal + float(lambda_off) * off_diagonal

@@ -1,0 +1,158 @@
+"""BT4SRec: a Barlow Twins sequential recommender that needs no negatives, after Liu et al. 2025, "Enhancing User
+Sequence Modeling through Barlow Twins-based Self-Supervised Learning" (no public code).
+
+``L = L_rec + alpha * L_BT``. Two views of a batch go through the shared encoder (last real position's hidden
+state) and a projector MLP (``projector_sizes``, :class:`~recbole_srma.model.layers.Projector`); ``L_BT`` is the
+Barlow Twins loss on their cross-correlation matrix after per-dimension batch standardisation
+(:func:`~recbole_srma.model.losses.barlow_twins`)::
+
+    L_BT = sum_i (1 - C_ii)^2 + lambda_off * sum_{i != j} C_ij^2
+
+Positives (``bt_positive``):
+
+- ``augment``: two augmented views of every sequence, each from an operator drawn among ``augmentations`` (two
+  distinct ones per sequence): ``mask`` (random items -> the mask token, rate ``mask_gamma``), ``segment_mask``
+  (a contiguous segment -> the mask token, ``segment_mask_gamma``), ``reorder`` (``reorder_beta``);
+- ``same_target``: the sequence and another training sequence with the same target item (BT-SR style; the
+  sampler DuoRec uses, :mod:`recbole_srma.model.same_target`);
+- ``both``: the sum of the two terms.
+
+``pretrain_epochs > 0``: before the usual training, the encoder and projector are trained for that many epochs on
+``L_BT`` alone (no next-item loss), then training continues on ``L_rec + alpha * L_BT`` (``alpha: 0`` makes it
+fine-tuning with CE only). A buffer records that pre-training happened, so resuming from a checkpoint does not repeat
+it. Batches of fewer than 2 sequences have no batch statistics: their ``L_BT`` is skipped (0, no NaN).
+
+Deviations and choices (the paper gives no code; docs/models.md): the projector is the Barlow Twins paper's
+(linear layers without bias, BatchNorm and ReLU between them), each view projected with its own batch statistics;
+the standardisation uses the biased batch variance plus ``eps`` 1e-5 (BatchNorm's); ``lambda_off`` defaults to a
+value chosen for 64-dimensional projections by a sweep (docs/models.md), not the paper's 0.0051 for 8192
+dimensions; the next-item loss is the package's full-softmax CE.
+"""
+
+import copy
+
+import torch
+import torch.nn as nn
+
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import set_color
+
+from recbole_srma import hparams
+from recbole_srma.model.augment import OPERATOR_NAMES, SequenceAugmenter
+from recbole_srma.model.backbone import SequentialBackboneRecommender
+from recbole_srma.model.layers import Projector
+from recbole_srma.model.losses import barlow_twins
+from recbole_srma.model.same_target import SameTargetSampler
+
+POSITIVES = ("augment", "same_target", "both")
+
+
+class BT4SRec(SequentialBackboneRecommender):
+    HPARAMS = {
+        **SequentialBackboneRecommender.HPARAMS,
+        "alpha": hparams.non_negative,
+        "lambda_off": hparams.non_negative,
+        "projector_sizes": hparams.list_of(hparams.positive_int),
+        "bt_positive": hparams.one_of(*POSITIVES),
+        "augmentations": hparams.subset_of(*OPERATOR_NAMES),
+        "mask_gamma": hparams.rate,
+        "segment_mask_gamma": hparams.rate,
+        "reorder_beta": hparams.rate,
+        "pretrain_epochs": hparams.non_negative_int,
+    }
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.alpha = config["alpha"]
+        self.lambda_off = config["lambda_off"]
+        self.bt_positive = config["bt_positive"]
+        self.pretrain_epochs = config["pretrain_epochs"]
+        self.projector = Projector(config["hidden_size"], config["projector_sizes"])
+        self.augmenter = SequenceAugmenter.from_rates(
+            mask_gamma=config["mask_gamma"],
+            segment_mask_gamma=config["segment_mask_gamma"],
+            reorder_beta=config["reorder_beta"],
+            mask_token=self.mask_token,
+            operators=config["augmentations"],
+        )
+        self.same_target = None
+        if self.bt_positive in ("same_target", "both"):
+            self.same_target = SameTargetSampler(
+                dataset, self.ITEM_SEQ, self.ITEM_SEQ_LEN, self.POS_ITEM_ID, owner=type(self).__name__
+            )
+        # A buffer, so checkpoints record that the pre-training stage is done.
+        self.register_buffer("pretrained", torch.tensor(False))
+
+    def encode_pairs(self, interaction):
+        """The batch's representation and the positive pairs of the Barlow Twins term, from one encoder call:
+        ``(seq_output, [(z_a, z_b), ...])``."""
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        seqs, lens = [item_seq], [item_seq_len]
+        if self.bt_positive in ("augment", "both"):
+            for seq, length in self.augmenter.views(item_seq, item_seq_len, n_views=2):
+                seqs.append(seq), lens.append(length)
+        if self.same_target is not None:
+            partner_seq, partner_len, _ = self.same_target.partners(interaction)
+            seqs.append(partner_seq), lens.append(partner_len)
+        hidden = self.forward(torch.cat(seqs), torch.cat(lens)).chunk(len(seqs))
+        pairs = []
+        if self.bt_positive in ("augment", "both"):
+            pairs.append((hidden[1], hidden[2]))
+        if self.same_target is not None:
+            pairs.append((hidden[0], hidden[-1]))
+        return hidden[0], pairs
+
+    def bt_loss(self, pairs):
+        """Sum of the Barlow Twins losses of the projected pairs; 0 for batches of one sequence (no batch statistics)."""
+        if pairs[0][0].shape[0] < 2:
+            # zero, but every parameter of the term stays in the graph (distributed gradient sync expects them)
+            touched = [a.sum() + b.sum() for a, b in pairs] + [p.sum() for p in self.projector.parameters()]
+            return sum(touched) * 0.0
+        return sum(barlow_twins(self.projector(a), self.projector(b), self.lambda_off) for a, b in pairs)
+
+    def calculate_loss(self, interaction):
+        if self.alpha == 0:  # CE only (e.g. fine-tuning after pre-training): no views to encode
+            seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+            rec_loss = self.rec_loss(seq_output, interaction[self.POS_ITEM_ID])
+            return rec_loss, torch.zeros_like(rec_loss)
+        seq_output, pairs = self.encode_pairs(interaction)
+        rec_loss = self.rec_loss(seq_output, interaction[self.POS_ITEM_ID])
+        return rec_loss, self.alpha * self.bt_loss(pairs)
+
+    def pretrain_loss(self, interaction):
+        """``L_BT`` alone (the pre-training stage's objective)."""
+        return self.bt_loss(self.encode_pairs(interaction)[1])
+
+    def before_fit(self, trainer, train_data, valid_data, show_progress):
+        """The optional pre-training stage: ``pretrain_epochs`` epochs on ``L_BT`` alone, once per model."""
+        if self.pretrain_epochs == 0 or bool(self.pretrained):
+            return
+        from recbole_srma.trainer import Trainer
+
+        config = trainer.config
+        trainer.logger.info(
+            set_color("BT4SRec pre-training", "blue")
+            + f": {self.pretrain_epochs} epochs on the Barlow Twins loss alone ({self.bt_positive} positives)"
+        )
+        sub_config = copy.copy(config)
+        sub_config.final_config_dict = dict(
+            config.final_config_dict, model="BT4SRecPretrain", epochs=self.pretrain_epochs
+        )
+        stage = BarlowTwinsPretraining(sub_config, train_data._dataset, self)
+        Trainer(sub_config, stage).fit(train_data, None, saved=False, show_progress=show_progress)
+        self.pretrained.fill_(True)
+        trainer.logger.info(set_color("BT4SRec pre-training done", "blue") + "; training with the next-item loss")
+
+
+class BarlowTwinsPretraining(SequentialRecommender):
+    """A BT4SRec model seen through its pre-training objective (the Trainer trains what this returns)."""
+
+    def __init__(self, config, dataset, model):
+        super().__init__(config, dataset)
+        self.model = model
+
+    def calculate_loss(self, interaction):
+        return self.model.pretrain_loss(interaction)
+
+    def full_sort_predict(self, interaction):
+        return self.model.full_sort_predict(interaction)
