@@ -29,6 +29,13 @@ checkpoint file name has 1-second resolution      ``trainer.py``: unique name pe
 ``gpu_id: ''`` is the only CPU switch;            ``config.Config._init_device``: follows ``use_gpu`` and
 ``use_gpu`` does nothing                          ``torch.cuda.is_available()``
 distributed init hard-codes nccl + CUDA           ``config.Config._init_device``: gloo and CPU without CUDA
+DDP built with ``device_ids=[rank]`` and          :func:`distributed_data_parallel` (patched into RecBole's trainer
+SyncBatchNorm, both GPU-only                      module): no device ids and plain BatchNorm on CPU processes
+``init_logger`` uses ``logging.basicConfig``:      :func:`init_logger` (used by ``quick_start``)
+a second run in one process logs to the first
+run's file (or to none)
+exhaustive ``HyperTuning`` gives hyperopt       :class:`_NumpyForHyperopt` (RecBole's ``hyper_tuning`` module only)
+>= 0.2.7 a ``RandomState`` (no ``integers``)
 ``eval_batch_size`` 4096 is 3x slower than 256    ``eval_batch_size: 256`` in properties/overall.yaml
 on a 2-core CPU
 ===============================================  ====================================================================
@@ -90,7 +97,58 @@ def patch_recbole():
 
     torch.autograd.set_detect_anomaly(False)
     _silence_known_recbole_warnings()
+    import recbole.trainer.trainer as recbole_trainer
+
+    recbole_trainer.DistributedDataParallel = distributed_data_parallel
+    import recbole.trainer.hyper_tuning as hyper_tuning
+
+    hyper_tuning.np = _NumpyForHyperopt()
     _recbole_patched = True
+
+
+class _NumpyForHyperopt:
+    """numpy as RecBole's ``hyper_tuning`` module sees it: ``random.RandomState`` is a ``Generator``.
+
+    RecBole's exhaustive search hands hyperopt ``np.random.RandomState(seed)``; hyperopt >= 0.2.7 samples with
+    ``rng.integers``, which only ``numpy.random.Generator`` has.
+    """
+
+    class random:
+        RandomState = staticmethod(np.random.default_rng)
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def distributed_data_parallel(module, device_ids=None, **kwargs):
+    """``DistributedDataParallel`` as RecBole's ``AbstractTrainer`` builds it, made to work on CPU processes.
+
+    RecBole 1.2.1 passes ``device_ids=[local_rank]``, which torch refuses for a module on the CPU, and converts every
+    BatchNorm to ``SyncBatchNorm``, which only runs on GPUs. On the CPU both are undone: no device ids, and each
+    process normalises its own batch (the converted modules become ``BatchNorm1d`` again, with their state; the
+    sequential models have no other kind of BatchNorm).
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    if next(module.parameters()).device.type == "cpu":
+        device_ids = None
+        _undo_sync_batchnorm(module)
+    return DistributedDataParallel(module, device_ids=device_ids, **kwargs)
+
+
+def _undo_sync_batchnorm(module):
+    import torch
+
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.SyncBatchNorm):
+            bn = torch.nn.BatchNorm1d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
+            bn.load_state_dict(child.state_dict())
+            bn.train(child.training)
+            setattr(module, name, bn)
+        else:
+            _undo_sync_batchnorm(child)
 
 
 def _silence_known_recbole_warnings():
@@ -103,6 +161,37 @@ def _silence_known_recbole_warnings():
     warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler.*", category=FutureWarning)
     # numpy 2: RecBole's SequentialDataset passes torch tensors to numpy functions; the result is still correct.
     warnings.filterwarnings("ignore", message=r"__array_wrap__ must accept context", category=DeprecationWarning)
+
+
+_logger_handlers = []
+
+
+def init_logger(config):
+    """RecBole's ``init_logger``, so that every run in a process logs to its own file.
+
+    RecBole attaches its console and file handlers with ``logging.basicConfig``, which does nothing when the root
+    logger already has handlers: in a process that runs several models (the Python API, HyperTuning, a notebook,
+    pytest), every run after the first wrote into the first run's log file or into none. Here the handlers of the
+    previous run are removed, any other handlers (a notebook's, pytest's) are set aside while RecBole attaches its
+    own, then put back.
+    """
+    import logging
+
+    from recbole.utils import init_logger as recbole_init_logger
+
+    root = logging.getLogger()
+    for handler in _logger_handlers:
+        root.removeHandler(handler)
+        handler.close()
+    others = root.handlers[:]
+    for handler in others:
+        root.removeHandler(handler)
+    try:
+        recbole_init_logger(config)
+        _logger_handlers[:] = root.handlers[:]
+    finally:
+        for handler in others:
+            root.addHandler(handler)
 
 
 def check_pandas(version=None):

@@ -43,6 +43,12 @@ _EXTRA_KNOWN_KEYS = {
     "group_offset",
     "local_rank",
     "resume",
+    # recbole_srma.hyper's options (its command line is also the trials' Config command line)
+    "params_file",
+    "output_file",
+    "algo",
+    "max_evals",
+    "early_stop",
     "raw_data_dir",
     "raw_cache_dir",
     "use_gpu",

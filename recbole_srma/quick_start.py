@@ -6,6 +6,7 @@ setuptools >= 82), and its ``load_data_and_model`` unpickles whole Config object
 """
 
 import logging
+import os
 import sys
 from collections import OrderedDict
 from logging import getLogger
@@ -13,10 +14,10 @@ from logging import getLogger
 import torch.distributed as dist
 
 from recbole.data import create_dataset, data_preparation
-from recbole.utils import init_logger, init_seed, set_color
+from recbole.utils import init_seed, set_color
 
 from recbole_srma import registry
-from recbole_srma.compat import load_checkpoint
+from recbole_srma.compat import init_logger, load_checkpoint
 from recbole_srma.config import Config
 from recbole_srma.data import prepare_dataset
 from recbole_srma.errors import CheckpointError
@@ -104,6 +105,9 @@ def run_recbole_srma(
     )
     test_result = _floats(trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"]))
     best_valid_result = _floats(best_valid_result)
+    summary = training_summary(trainer, config)
+    if hasattr(trainer, "log_test_result"):
+        trainer.log_test_result(test_result, summary["best_epoch"])
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
@@ -117,7 +121,7 @@ def run_recbole_srma(
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "checkpoint": trainer.saved_model_file if saved else None,
-        **training_summary(trainer, config),
+        **summary,
     }
     if not config["single_spec"]:
         dist.destroy_process_group()
@@ -127,6 +131,11 @@ def run_recbole_srma(
 
 
 def _run_rank(rank, kwargs):
+    import torch
+
+    if not torch.cuda.is_available():
+        # CPU processes share the cores: torch's default (every core per process) oversubscribes them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // kwargs["config_dict"]["nproc"]))
     kwargs["config_dict"] = dict(kwargs.get("config_dict") or {}, local_rank=rank)
     run_recbole_srma(**kwargs)
 

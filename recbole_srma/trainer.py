@@ -8,6 +8,11 @@ Checkpoint format (``format: "recbole_srma/1"``): a dict of tensors, numbers, st
 a plain dict, loadable with ``torch.load(..., weights_only=True)``. It is written to a temporary file in the same
 folder and renamed, so a crash while saving leaves the previous checkpoint intact. Each run gets its own file name
 (model, dataset, microsecond time stamp, process id): RecBole's one-second names let two runs overwrite each other.
+
+Two files per run: ``<name>.pth`` holds the best model so far (RecBole's checkpoint, reloaded for the test), and
+``<name>-last.pth`` the state after the latest finished epoch (model, optimiser, epoch, early-stopping counters and
+the best file's name), rewritten at the start of every epoch and removed when training ends. After a crash or a kill
+``--resume=<name>-last.pth`` continues with the next epoch; ``--resume=<name>.pth`` continues from the best epoch.
 """
 
 import os
@@ -33,6 +38,17 @@ def unique_checkpoint_path(checkpoint_dir, model_name, dataset_name):
 def atomic_torch_save(obj, path):
     with atomic_open(path, suffix=".tmp") as f:
         torch.save(obj, f)
+
+
+def is_main_process(config):
+    """True in a single-process run and in rank 0 of a distributed one (the process that writes files)."""
+    return config["single_spec"] or config["local_rank"] == 0
+
+
+def wait_for_all_processes(config):
+    """A barrier in a distributed run (e.g. after rank 0 wrote a file the others read); nothing otherwise."""
+    if not config["single_spec"]:
+        torch.distributed.barrier()
 
 
 def load_model_state(model, state_dict, source):
@@ -67,6 +83,11 @@ class SafeCheckpointMixin:
     def __init__(self, config, model):
         super().__init__(config, model)
         self.saved_model_file = unique_checkpoint_path(self.checkpoint_dir, config["model"], config["dataset"])
+        if not config["single_spec"]:
+            # every process reloads the best model that rank 0 writes: they must agree on its name
+            name = [self.saved_model_file]
+            torch.distributed.broadcast_object_list(name, src=0)
+            self.saved_model_file = name[0]
 
     def _checkpoint_state(self, epoch):
         other = self.model.other_parameter()
@@ -84,12 +105,55 @@ class SafeCheckpointMixin:
         }
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
-            return
-        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        atomic_torch_save(self._checkpoint_state(epoch), saved_model_file)
-        if verbose:
-            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+        if is_main_process(self.config):
+            saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+            atomic_torch_save(self._checkpoint_state(epoch), saved_model_file)
+            if verbose:
+                self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+        # every process gets here at the same step (the decision rests on the reduced valid score); the others must
+        # not reload the best model before rank 0 has written it
+        wait_for_all_processes(self.config)
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self._write_last_checkpoint = saved
+        try:
+            result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        finally:
+            self._write_last_checkpoint = False
+        if saved and is_main_process(self.config) and os.path.exists(self.last_checkpoint_file):
+            os.remove(self.last_checkpoint_file)  # the run finished: the best checkpoint is what remains
+        return result
+
+    @property
+    def last_checkpoint_file(self):
+        """Where the state after the latest finished epoch is kept while training runs (for ``--resume``)."""
+        root = self.saved_model_file[:-4] if self.saved_model_file.endswith(".pth") else self.saved_model_file
+        return root + "-last.pth"
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        # Epoch epoch_idx - 1 is complete here (trained, evaluated, best model saved, early-stopping counters
+        # updated): its state is what a resumed run continues from.
+        if getattr(self, "_write_last_checkpoint", False) and epoch_idx > self.start_epoch:
+            if is_main_process(self.config):
+                state = dict(self._checkpoint_state(epoch_idx - 1), kind="last", best_model_file=self.saved_model_file)
+                atomic_torch_save(state, self.last_checkpoint_file)
+        self._epoch_in_progress = epoch_idx
+        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        # RecBole's TensorBoard log has each loss term (Loss/Train0, 1, ...) but only the valid score; add every metric
+        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress)
+        if is_main_process(self.config):
+            for metric, value in valid_result.items():
+                self.tensorboard.add_scalar(f"Valid/{metric}", float(value), getattr(self, "_epoch_in_progress", 0))
+        return valid_score, valid_result
+
+    def log_test_result(self, test_result, step):
+        """The test metrics in TensorBoard (``Test/<metric>`` at ``step``, the best epoch)."""
+        if test_result and is_main_process(self.config):
+            for metric, value in test_result.items():
+                self.tensorboard.add_scalar(f"Test/{metric}", float(value), step)
+            self.tensorboard.flush()
 
     def _load_checkpoint_for_model(self, path):
         checkpoint = load_checkpoint(path, map_location=self.device)
@@ -104,7 +168,9 @@ class SafeCheckpointMixin:
     def resume_checkpoint(self, resume_file):
         resume_file = str(resume_file)
         checkpoint = self._load_checkpoint_for_model(resume_file)
-        self.saved_model_file = resume_file
+        # a "last" checkpoint continues the run that wrote it, whose best model stays in its own file
+        last = checkpoint.get("kind") == "last"
+        self.saved_model_file = checkpoint.get("best_model_file", resume_file) if last else resume_file
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]

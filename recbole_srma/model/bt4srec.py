@@ -18,7 +18,7 @@ Positives (``bt_positive``):
 - ``both``: the sum of the two terms.
 
 ``pretrain_epochs > 0``: before the usual training, the encoder and projector are trained for that many epochs on
-``L_BT`` alone (no next-item loss), then training continues on ``L_rec + alpha * L_BT`` (``alpha: 0`` makes it
+``L_BT`` alone (no next-item loss; RecBole's training epoch with this loss and its own optimiser), then training continues on ``L_rec + alpha * L_BT`` (``alpha: 0`` makes it
 fine-tuning with CE only). A buffer records that pre-training happened, so resuming from a checkpoint does not repeat
 it. Batches of fewer than 2 sequences have no batch statistics: their ``L_BT`` is skipped (0, no NaN).
 
@@ -29,12 +29,10 @@ value chosen for 64-dimensional projections by a sweep (docs/models.md), not the
 dimensions; the next-item loss is the package's full-softmax CE.
 """
 
-import copy
+import time
 
 import torch
-import torch.nn as nn
 
-from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import set_color
 
 from recbole_srma import hparams
@@ -124,35 +122,27 @@ class BT4SRec(SequentialBackboneRecommender):
         return self.bt_loss(self.encode_pairs(interaction)[1])
 
     def before_fit(self, trainer, train_data, valid_data, show_progress):
-        """The optional pre-training stage: ``pretrain_epochs`` epochs on ``L_BT`` alone, once per model."""
+        """The optional pre-training stage: ``pretrain_epochs`` epochs on ``L_BT`` alone, once per model.
+
+        It runs RecBole's own training epoch with :meth:`pretrain_loss` as the loss function, so progress bars, AMP
+        and distributed gradient sync are RecBole's; a separate optimiser of the same kind, so the fine-tuning starts
+        from a fresh optimiser state.
+        """
         if self.pretrain_epochs == 0 or bool(self.pretrained):
             return
-        from recbole_srma.trainer import Trainer
-
-        config = trainer.config
         trainer.logger.info(
             set_color("BT4SRec pre-training", "blue")
             + f": {self.pretrain_epochs} epochs on the Barlow Twins loss alone ({self.bt_positive} positives)"
         )
-        sub_config = copy.copy(config)
-        sub_config.final_config_dict = dict(
-            config.final_config_dict, model="BT4SRecPretrain", epochs=self.pretrain_epochs
-        )
-        stage = BarlowTwinsPretraining(sub_config, train_data._dataset, self)
-        Trainer(sub_config, stage).fit(train_data, None, saved=False, show_progress=show_progress)
+        fine_tuning_optimizer, trainer.optimizer = trainer.optimizer, trainer._build_optimizer()
+        try:
+            for epoch in range(self.pretrain_epochs):
+                start = time.time()
+                loss = trainer._train_epoch(train_data, epoch, loss_func=self.pretrain_loss, show_progress=show_progress)
+                trainer.logger.info(
+                    f"pre-training epoch {epoch} [time: {time.time() - start:.2f}s, Barlow Twins loss: {loss:.4f}]"
+                )
+        finally:
+            trainer.optimizer = fine_tuning_optimizer
         self.pretrained.fill_(True)
         trainer.logger.info(set_color("BT4SRec pre-training done", "blue") + "; training with the next-item loss")
-
-
-class BarlowTwinsPretraining(SequentialRecommender):
-    """A BT4SRec model seen through its pre-training objective (the Trainer trains what this returns)."""
-
-    def __init__(self, config, dataset, model):
-        super().__init__(config, dataset)
-        self.model = model
-
-    def calculate_loss(self, interaction):
-        return self.model.pretrain_loss(interaction)
-
-    def full_sort_predict(self, interaction):
-        return self.model.full_sort_predict(interaction)

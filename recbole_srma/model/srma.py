@@ -213,7 +213,7 @@ class SRMA(CL4SRec):
         """Pre-train the complementary encoder on next-item prediction (or reuse the cached one), then freeze it."""
         if self.complement is None or bool(self.complement_ready):
             return
-        from recbole_srma.trainer import Trainer, atomic_torch_save
+        from recbole_srma.trainer import Trainer, atomic_torch_save, is_main_process, wait_for_all_processes
 
         config = trainer.config
         key, path = self.complement_cache_key(config, train_data)
@@ -234,9 +234,12 @@ class SRMA(CL4SRec):
         sub_trainer = Trainer(sub_config, pretrainer)
         sub_trainer.fit(train_data, valid_data, saved=True, show_progress=show_progress)
         sub_trainer._load_checkpoint_for_model(sub_trainer.saved_model_file)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_torch_save({"format": COMPLEMENT_FORMAT, "key": key, "state_dict": encoder.state_dict()}, path)
-        os.remove(sub_trainer.saved_model_file)
+        wait_for_all_processes(config)  # every process has read the sub-trainer's checkpoint before it goes
+        if is_main_process(config):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            atomic_torch_save({"format": COMPLEMENT_FORMAT, "key": key, "state_dict": encoder.state_dict()}, path)
+            os.remove(sub_trainer.saved_model_file)
+        wait_for_all_processes(config)
         self.load_complement(path)
 
 
