@@ -2,8 +2,9 @@
 
     python bench/render_results.py [--results-dir bench/results] [--out docs/results.md]
 
-For each dataset: our runs (test metrics, mean ± sample std over seeds), the published numbers, and the relative
-difference ours / published − 1 per metric, then how each run was produced. Runs that early stopping did not end
+For each dataset: charts (PNG, in docs/img/: ours vs published, validation curves; needs matplotlib), our runs
+(test metrics, mean ± sample std over seeds), the published numbers, and the relative difference ours / published
+− 1 per metric, then how each run was produced. Runs that early stopping did not end
 are marked "partial (budget)": they are not reproductions.
 """
 
@@ -268,13 +269,85 @@ def render_dataset(dataset, records, notes=None):
     return out
 
 
+def plot_dataset(dataset, records, img_dir):
+    """Two PNG charts for one dataset; returns their file names (empty without matplotlib or data).
+
+    ``<dataset>-vs-published.png``: test HR@10 and NDCG@10 of each of our run groups (mean over seeds; hatched when
+    partial) next to every published number for the same model. ``<dataset>-valid-curves.png``: the validation
+    score per epoch of every run that recorded it.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    ok = [r for r in records if r.get("status") == "ok"]
+    groups = OrderedDict()
+    for r in sorted(ok, key=lambda r: (r["model"], r.get("tag") or "", r["seed"])):
+        groups.setdefault(group_key(r), []).append(r)
+    published = PUBLISHED.get(dataset, [])
+    made = []
+    img_dir = Path(img_dir)
+    img_dir.mkdir(parents=True, exist_ok=True)
+
+    bars = []  # (label, model, values by metric, partial, kind)
+    for group in groups.values():
+        first = group[0]
+        values = {m: mean_metric(group, m) for m in ("hit@10", "ndcg@10")}
+        bars.append((f"{first['model']}\n{setup_label(first)}", first["model"], values, is_partial(group), "ours"))
+    for source, model, values in published:
+        bars.append((f"{model}\n{source}", model, dict(zip(METRICS, values)), False, "published"))
+    if bars:
+        bars.sort(key=lambda b: (b[1], b[4] != "published"))
+        fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.55 * len(bars) + 3), 5.5))
+        for ax, metric, label in zip(axes, ("hit@10", "ndcg@10"), ("HR@10", "NDCG@10")):
+            for i, (name, _, values, partial, kind) in enumerate(bars):
+                ax.bar(i, values.get(metric) or 0.0, color="#4c72b0" if kind == "ours" else "#bbbbbb",
+                       hatch="//" if partial else None, edgecolor="black", linewidth=0.4)
+            ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=90, fontsize=6)
+            ax.set_title(f"{dataset}: test {label}")
+            ax.grid(axis="y", alpha=0.3)
+        axes[0].legend(
+            handles=[plt.Rectangle((0, 0), 1, 1, color="#4c72b0"), plt.Rectangle((0, 0), 1, 1, color="#bbbbbb"),
+                     plt.Rectangle((0, 0), 1, 1, facecolor="#4c72b0", hatch="//", edgecolor="black")],
+            labels=["ours (complete)", "published", "ours, partial (budget)"], fontsize=7,
+        )
+        fig.tight_layout()
+        name = f"{dataset}-vs-published.png"
+        fig.savefig(img_dir / name, dpi=110)
+        plt.close(fig)
+        made.append(name)
+
+    curves = [(group[0], r) for group in groups.values() for r in group if r.get("valid_curve")]
+    if curves:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for first, r in curves:
+            epochs, scores = zip(*r["valid_curve"])
+            ax.plot(epochs, scores, marker=".", label=f"{r['model']} {setup_label(first)} seed {r['seed']}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation NDCG@10 (the early-stopping metric)")
+        ax.set_title(f"{dataset}: validation curves")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        name = f"{dataset}-valid-curves.png"
+        fig.savefig(img_dir / name, dpi=110)
+        plt.close(fig)
+        made.append(name)
+    return made
+
+
 def load_notes(results_dir):
     """Hand-written analysis per dataset: ``<results-dir>/<dataset>.notes.md``, shown above that dataset's tables."""
     return {p.name[: -len(".notes.md")]: p.read_text() for p in Path(results_dir).glob("*.notes.md")}
 
 
-def render(records, notes=None):
+def render(records, notes=None, images=None):
+    """The page; ``images`` maps a dataset to its chart file names (relative to the page's ``img/`` folder)."""
     notes = notes or {}
+    images = images or {}
     by_dataset = OrderedDict()
     for r in records:
         by_dataset.setdefault(r["dataset"], []).append(r)
@@ -283,7 +356,9 @@ def render(records, notes=None):
     if not order:
         out += ["No benchmark records yet: run `bench/run_models.py` (see `bench/README.md`).", ""]
     for dataset in order:
-        out += render_dataset(dataset, by_dataset[dataset], notes.get(dataset))
+        section = render_dataset(dataset, by_dataset[dataset], notes.get(dataset))
+        charts = [f"![{name[:-4]}](img/{name})" for name in images.get(dataset, [])]
+        out += section[:2] + (charts + [""] if charts else []) + section[2:]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -292,8 +367,14 @@ def main(argv=None):
     parser.add_argument("--results-dir", default=str(REPO / "bench" / "results"), help="default: %(default)s")
     parser.add_argument("--out", default=str(REPO / "docs" / "results.md"), help="default: %(default)s")
     args = parser.parse_args(argv)
-    text = render(load_records(args.results_dir), load_notes(args.results_dir))
+    records = load_records(args.results_dir)
     out = Path(args.out)
+    images = {}
+    for dataset in sorted({r["dataset"] for r in records}):
+        images[dataset] = plot_dataset(dataset, [r for r in records if r["dataset"] == dataset], out.parent / "img")
+    if records and not any(images.values()):
+        print("matplotlib is not installed: no charts (pip install -e \".[bench]\")")
+    text = render(records, load_notes(args.results_dir), images)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(f"wrote {out}")

@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shlex
 import signal
 import socket
@@ -409,11 +410,45 @@ def run_one(args, model, seed, overrides, config_files, paths, results_path, mac
             valid={m: result["valid"].get(m) for m in METRICS},
             test={m: result["test"].get(m) for m in METRICS},
             gpu_peak_mem_mb=round(result["gpu_peak_mem_mb"], 1) if result.get("gpu_peak_mem_mb") else None,
+            **training_curves(text),
         )
     elif status == "failed":
         record["error_tail"] = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
     save_record(results_path, record)
     return record
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EPOCH_TRAIN = re.compile(r"epoch (\d+) training \[time: ([\d.]+)s")
+_EPOCH_VALID = re.compile(r"epoch (\d+) evaluating \[time: [\d.]+s, valid_score: ([\d.]+)\]")
+
+
+def training_curves(text):
+    """Per-epoch training time and validation score, from a run's log (RecBole's epoch lines).
+
+    Returns ``{"epoch_times_s": [[epoch, seconds], ...], "valid_curve": [[epoch, score], ...]}``; pre-training
+    stages log other lines and are not included.
+    """
+    text = _ANSI.sub("", text)
+    return {
+        "epoch_times_s": [[int(e), float(t)] for e, t in _EPOCH_TRAIN.findall(text)],
+        "valid_curve": [[int(e), float(v)] for e, v in _EPOCH_VALID.findall(text)],
+    }
+
+
+def backfill_curves(results_path):
+    """Add the curves to records written before they were recorded, where the run's log is still there."""
+    records = load_results(results_path)
+    changed = 0
+    for record in records:
+        log = REPO / record.get("log", "") if record.get("log") else None
+        if record.get("status") != "ok" or "valid_curve" in record or log is None or not log.is_file():
+            continue
+        record.update(training_curves(log.read_text(errors="replace")))
+        changed += 1
+    if changed:
+        write_results(results_path, records)
+    return changed
 
 
 def _display_path(path):
@@ -477,6 +512,10 @@ def build_parser():
         "shared machine 1 can be much faster than oversubscribed cores. Not part of a run's identity",
     )
     parser.add_argument("--tag", default=None, help="name for this set of runs (in log names and records)")
+    parser.add_argument(
+        "--backfill-curves", action="store_true",
+        help="only add per-epoch curves (from the kept logs) to the dataset's records that lack them, then exit",
+    )
     return parser
 
 
@@ -504,6 +543,9 @@ def main(argv=None):
             raise SystemExit(f"error: config file {name} not found")
         config_files.append(_display_path(path))  # relative to the repository when inside it: stable identity
     results_path = Path(args.results) if args.results else REPO / "bench" / "results" / f"{args.dataset}.json"
+    if args.backfill_curves:
+        print(f"{backfill_curves(results_path)} records of {_display_path(results_path)} got their curves")
+        return 0
 
     done = {record_key(r) for r in load_results(results_path) if r.get("status") == "ok"}
     machine = machine_info()

@@ -135,6 +135,27 @@ def test_render_marks_partial_runs(bench, tmp_path):
     assert "run_recbole_srma.py --model=SASRec" in text
     section = text[text.index(f"## {dataset}") :]
     assert section.index("Hand-written reading of these runs.") < section.index("### Our runs")
+    # charts: linked from the page and real PNG files; the runs recorded their per-epoch validation curve
+    for chart in (f"{dataset}-vs-published.png", f"{dataset}-valid-curves.png"):
+        assert f"](img/{chart})" in section
+        assert (tmp_path / "img" / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    records = [r for r in json.loads(bench["results"].read_text()) if r["status"] == "ok"]
+    assert records and all([e for e, _ in r["valid_curve"]] == list(range(r["epochs_trained"])) for r in records)
+    assert all(len(r["epoch_times_s"]) == r["epochs_trained"] for r in records)
+
+
+def test_curves_are_read_from_recbole_epoch_lines():
+    runner = _load(RUNNER, "bench_run_models")
+    log = (
+        "\x1b[1;32mepoch 0 training\x1b[0m [\x1b[1;34mtime\x1b[0m: 1.50s, train_loss1: 3.0]\n"
+        "epoch 0 training [time: 1.50s, train_loss1: 3.0]\n"
+        "pre-training epoch 0 [time: 9.00s, Barlow Twins loss: 1.0]\n"
+        "epoch 1 training [time: 2.25s, train loss: 2.0]\n"
+        "epoch 1 evaluating [time: 0.10s, valid_score: 0.012500]\n"
+    )
+    curves = runner.training_curves(log)
+    assert curves["valid_curve"] == [[1, 0.0125]]
+    assert curves["epoch_times_s"][-1] == [1, 2.25] and [0, 9.0] not in curves["epoch_times_s"]
 
 
 def _load(path, name):
