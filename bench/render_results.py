@@ -323,9 +323,11 @@ def plot_dataset(dataset, records, img_dir):
     curves = [(group[0], r) for group in groups.values() for r in group if r.get("valid_curve")]
     if curves:
         fig, ax = plt.subplots(figsize=(8, 5))
-        for first, r in curves:
+        colours = plt.get_cmap("tab20")
+        for i, (first, r) in enumerate(curves):
             epochs, scores = zip(*r["valid_curve"])
-            ax.plot(epochs, scores, marker=".", label=f"{r['model']} {setup_label(first)} seed {r['seed']}")
+            ax.plot(epochs, scores, marker=".", color=colours(i % 20), linestyle=("-", "--", ":", "-.")[i // 20 % 4],
+                    label=f"{r['model']} {setup_label(first)} seed {r['seed']}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation NDCG@10 (the early-stopping metric)")
         ax.set_title(f"{dataset}: validation curves")
