@@ -426,23 +426,33 @@ _EPOCH_VALID = re.compile(r"epoch (\d+) evaluating \[time: [\d.]+s, valid_score:
 def training_curves(text):
     """Per-epoch training time and validation score, from a run's log (RecBole's epoch lines).
 
-    Returns ``{"epoch_times_s": [[epoch, seconds], ...], "valid_curve": [[epoch, score], ...]}``; pre-training
-    stages log other lines and are not included.
+    Returns ``{"epoch_times_s": [[epoch, seconds], ...], "valid_curve": [[epoch, score], ...]}``. A stage before
+    training that logs epochs of its own with RecBole's trainer (SRMA's complement pre-training) starts its numbering
+    again at 0: only the last sequence of epochs, the model's own training, is kept.
     """
     text = _ANSI.sub("", text)
+
+    def last_sequence(pairs):
+        out = []
+        for epoch, value in pairs:
+            if out and int(epoch) <= out[-1][0]:
+                out = []
+            out.append([int(epoch), float(value)])
+        return out
+
     return {
-        "epoch_times_s": [[int(e), float(t)] for e, t in _EPOCH_TRAIN.findall(text)],
-        "valid_curve": [[int(e), float(v)] for e, v in _EPOCH_VALID.findall(text)],
+        "epoch_times_s": last_sequence(_EPOCH_TRAIN.findall(text)),
+        "valid_curve": last_sequence(_EPOCH_VALID.findall(text)),
     }
 
 
 def backfill_curves(results_path):
-    """Add the curves to records written before they were recorded, where the run's log is still there."""
+    """(Re)compute the curves of the records whose run log is still there (the log is the source)."""
     records = load_results(results_path)
     changed = 0
     for record in records:
         log = REPO / record.get("log", "") if record.get("log") else None
-        if record.get("status") != "ok" or "valid_curve" in record or log is None or not log.is_file():
+        if record.get("status") != "ok" or log is None or not log.is_file():
             continue
         record.update(training_curves(log.read_text(errors="replace")))
         changed += 1
@@ -514,7 +524,7 @@ def build_parser():
     parser.add_argument("--tag", default=None, help="name for this set of runs (in log names and records)")
     parser.add_argument(
         "--backfill-curves", action="store_true",
-        help="only add per-epoch curves (from the kept logs) to the dataset's records that lack them, then exit",
+        help="only (re)compute the per-epoch curves of the dataset's records from their kept logs, then exit",
     )
     return parser
 
