@@ -34,6 +34,8 @@ SyncBatchNorm, both GPU-only                      module): no device ids and pla
 ``init_logger`` uses ``logging.basicConfig``:      :func:`init_logger` (used by ``quick_start``)
 a second run in one process logs to the first
 run's file (or to none)
+``ensure_dir`` checks then creates: the        :func:`ensure_dir`, patched into the RecBole modules that use it
+processes of a distributed run race on it
 exhaustive ``HyperTuning`` gives hyperopt       :class:`_NumpyForHyperopt` (RecBole's ``hyper_tuning`` module only)
 >= 0.2.7 a ``RandomState`` (no ``integers``)
 ``eval_batch_size`` 4096 is 3x slower than 256    ``eval_batch_size: 256`` in properties/overall.yaml
@@ -103,7 +105,20 @@ def patch_recbole():
     import recbole.trainer.hyper_tuning as hyper_tuning
 
     hyper_tuning.np = _NumpyForHyperopt()
+    import importlib
+
+    for name in ("recbole.utils", "recbole.utils.utils", "recbole.utils.logger", "recbole.trainer.trainer",
+                 "recbole.data.utils", "recbole.data.dataset.dataset"):
+        module = importlib.import_module(name)
+        if hasattr(module, "ensure_dir"):
+            module.ensure_dir = ensure_dir
     _recbole_patched = True
+
+
+def ensure_dir(dir_path):
+    """RecBole's ``ensure_dir`` without its race: it checks, then creates, so two processes of a distributed run
+    starting together can both see the folder missing, and the second ``makedirs`` fails."""
+    os.makedirs(dir_path, exist_ok=True)
 
 
 class _NumpyForHyperopt:

@@ -155,6 +155,10 @@ def test_curves_are_read_from_recbole_epoch_lines():
     )
     curves = runner.training_curves(log)
     assert curves["valid_curve"] == [[1, 0.0125]]
+    # a stage with its own epochs before training (SRMA's complement): only the model's own epochs count
+    stage = "epoch 0 evaluating [time: 0.1s, valid_score: 0.5]\nepoch 1 evaluating [time: 0.1s, valid_score: 0.6]\n"
+    main = "epoch 0 evaluating [time: 0.1s, valid_score: 0.01]\nepoch 1 evaluating [time: 0.1s, valid_score: 0.02]\n"
+    assert runner.training_curves(stage + main)["valid_curve"] == [[0, 0.01], [1, 0.02]]
     assert curves["epoch_times_s"][-1] == [1, 2.25] and [0, 9.0] not in curves["epoch_times_s"]
 
 
