@@ -106,8 +106,7 @@ def run_recbole_srma(
     test_result = _floats(trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"]))
     best_valid_result = _floats(best_valid_result)
     summary = training_summary(trainer, config)
-    if hasattr(trainer, "log_test_result"):
-        trainer.log_test_result(test_result, summary["best_epoch"])
+    trainer.log_test_result(test_result, summary["best_epoch"])  # every trainer has the plugin's checkpoint mixin
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
