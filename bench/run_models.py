@@ -11,12 +11,17 @@ log files, tensorboard files and checkpoints go under ``<runs-dir>/<dataset>/`` 
 
 After each run one record is written (atomically) to the results file, a JSON list; a run already recorded there with
 status "ok" for the same dataset, model, seed, tag and overrides is skipped, so an interrupted benchmark resumes
-where it stopped. Runs recorded as "failed" or "timeout" are run again and their record replaced.
+where it stopped. A run that was stopped (time budget, Ctrl-C, SIGTERM, a killed session) continues from the state
+after its last finished epoch (the trainer's ``<checkpoint>-last.pth``, found through the run's log) with the same
+optimiser state, early-stopping counter and best checkpoint; its log is appended to and its wall time accumulates
+across the pieces (kept in ``<log>.state.json``). ``--restart`` starts such runs from scratch instead. "failed" runs
+and runs stopped before their first epoch ended start again.
 """
 
 import argparse
 import ast
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -41,6 +46,7 @@ RESULT_PREFIX = "BENCH_RESULT "
 ENV_PREFIX = "BENCH_ENV "
 LOG_TAIL_LINES = 40
 KILL_GRACE_S = 10
+TICK_S = 30  # how often a running run's accumulated wall time is written to its state file
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -77,7 +83,8 @@ def worker_main(spec_json):
     print(ENV_PREFIX + json.dumps(env), flush=True)
 
     result = run_recbole_srma(
-        model=model, dataset=dataset, config_file_list=files, config_dict=dict(config_dict), saved=True
+        model=model, dataset=dataset, config_file_list=files, config_dict=dict(config_dict), saved=True,
+        resume=spec.get("resume"),
     )
     out = {
         **env,
@@ -178,12 +185,20 @@ def write_results(path, records):
 
 
 def save_record(path, record):
-    """Re-read the file (another runner may have written to it), replace the run's old record or append."""
-    records = load_results(path)
-    key = record_key(record)
-    records = [r for r in records if record_key(r) != key]
-    records.append(record)
-    write_results(path, records)
+    """Re-read the file (another runner may have written to it), replace the run's old record or append.
+
+    Under an exclusive lock on a side file, so that two runners sharing a results file (e.g. two 1-thread runners
+    on a 2-core machine) cannot lose each other's records.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = load_results(path)
+        key = record_key(record)
+        records = [r for r in records if record_key(r) != key]
+        records.append(record)
+        write_results(path, records)
 
 
 def _git(*args):
@@ -295,7 +310,7 @@ def _stop(pid):
     return status, rusage
 
 
-def launch(spec, log_file, cwd, time_budget_s=None, threads=None):
+def launch(spec, log_file, cwd, time_budget_s=None, threads=None, on_tick=None):
     """Run the worker for ``spec``; return (exit code, wall seconds, peak RSS in MiB, timed out).
 
     The peak RSS is the run process's own maximum resident set size (``wait4``'s rusage of that child only).
@@ -312,6 +327,7 @@ def launch(spec, log_file, cwd, time_budget_s=None, threads=None):
         start_new_session=True,
     )
     timed_out = False
+    last_tick = start
     try:
         while True:
             done, status, rusage = os.wait4(proc.pid, os.WNOHANG)
@@ -321,8 +337,11 @@ def launch(spec, log_file, cwd, time_budget_s=None, threads=None):
                 timed_out = True
                 status, rusage = _stop(proc.pid)
                 break
+            if on_tick is not None and time.monotonic() - last_tick >= TICK_S:
+                last_tick = time.monotonic()
+                on_tick(last_tick - start)
             time.sleep(0.2)
-    except BaseException:  # Ctrl-C: take the run down with us
+    except BaseException:  # Ctrl-C or SIGTERM: take the run down with us
         _stop(proc.pid)
         raise
     wall = time.monotonic() - start
@@ -330,11 +349,53 @@ def launch(spec, log_file, cwd, time_budget_s=None, threads=None):
     return proc.returncode, wall, rusage.ru_maxrss / 1024, timed_out
 
 
+_SAVED = re.compile(r"Saving current: (\S+\.pth)")
+
+
+def state_path(log):
+    return log.with_name(log.stem + ".state.json")
+
+
+def read_state(log, key):
+    """The run's state file if it belongs to this run (same identity), else None."""
+    path = state_path(log)
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state if state.get("key") == json.loads(json.dumps(key)) else None
+
+
+def write_state(log, state):
+    path = state_path(log)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def resume_point(log, key):
+    """Where a stopped run continues: (its trainer's ``-last.pth``, its state), or (None, None) to start afresh.
+
+    The log names the run's best-model checkpoint (RecBole's "Saving current: <file>" lines; a resumed run keeps
+    writing to the same file); the trainer keeps ``<file minus .pth>-last.pth`` while training runs and removes it
+    when training ends.
+    """
+    state = read_state(log, key)
+    if state is None or not log.is_file():
+        return None, None
+    saved = _SAVED.findall(_ANSI.sub("", log.read_text(errors="replace")))
+    if not saved:
+        return None, None
+    last = saved[-1][: -len(".pth")] + "-last.pth"
+    return (last, state) if os.path.isfile(last) else (None, None)
+
+
 def run_one(args, model, seed, overrides, config_files, paths, results_path, machine, git):
     dataset, tag = args.dataset, args.tag
     runs_dir = Path(args.runs_dir).resolve()
     log = log_path(runs_dir, dataset, model, seed, tag)
     log.parent.mkdir(parents=True, exist_ok=True)
+    key = run_key(dataset, model, seed, tag, overrides, config_files)
     config_dict = {
         **overrides,
         **paths,
@@ -342,32 +403,60 @@ def run_one(args, model, seed, overrides, config_files, paths, results_path, mac
         "show_progress": False,
         "checkpoint_dir": str(runs_dir / dataset / "saved"),
     }
+    resume_from, state = (None, None) if args.restart else resume_point(log, key)
     spec = {
         "model": model,
         "dataset": dataset,
         "config_dict": config_dict,
         "config_files": [str((REPO / f) if not Path(f).is_absolute() else f) for f in config_files],
         "threads": args.threads,
+        "resume": resume_from,
     }
     budget_s = args.time_budget_min * 60 if args.time_budget_min else None
     started = now_utc()
     command = shlex.join([sys.executable, *sys.argv])
-    with open(log, "w") as f:
-        f.write(f"# {command}\n# run: model={model} seed={seed} tag={tag} started {started}\n")
+    if state is None:
+        state = {"key": key, "started_utc": started, "wall_time_s": 0.0, "pieces": []}
+    prior_wall = state["wall_time_s"]
+    state["pieces"].append({"started_utc": started, "resumed_from": resume_from, "wall_time_s": 0.0})
+
+    def on_tick(elapsed):
+        state["pieces"][-1]["wall_time_s"] = round(elapsed, 2)
+        state["wall_time_s"] = round(prior_wall + elapsed, 2)
+        write_state(log, state)
+
+    on_tick(0.0)
+    interrupted = None
+    with open(log, "a" if resume_from else "w") as f:
+        if resume_from:
+            f.write(f"\n# {command}\n# resumed from {resume_from} {started}\n")
+        else:
+            f.write(f"# {command}\n# run: model={model} seed={seed} tag={tag} started {started}\n")
         f.write(f"# config_dict: {json.dumps(config_dict, default=str)}\n")
         f.flush()
-        returncode, wall, peak_mb, timed_out = launch(
-            spec, f, cwd=runs_dir / dataset, time_budget_s=budget_s, threads=args.threads
-        )
+        run_start = time.monotonic()
+        try:
+            returncode, wall, peak_mb, timed_out = launch(
+                spec, f, cwd=runs_dir / dataset, time_budget_s=budget_s, threads=args.threads, on_tick=on_tick
+            )
+        except BaseException as exc:  # Ctrl-C / SIGTERM: the run is down (launch stopped it); record where it got
+            interrupted = exc
+            returncode, wall, peak_mb, timed_out = None, time.monotonic() - run_start, 0.0, False
+    on_tick(wall)
     if timed_out:
         with open(log, "a") as f:
             f.write(f"\n# stopped by the benchmark: time budget of {budget_s:.0f} s exceeded after {wall:.0f} s\n")
+    if interrupted is not None:
+        with open(log, "a") as f:
+            f.write(f"\n# interrupted ({type(interrupted).__name__}) after {wall:.0f} s\n")
     text = log.read_text(errors="replace")
-    result = _parse_prefixed(text, RESULT_PREFIX)
+    result = _parse_prefixed(text, RESULT_PREFIX) if interrupted is None and not timed_out else None
     env = _parse_prefixed(text, ENV_PREFIX) or {}
     machine = dict(machine, **{k: env.get(k) for k in ("device", "gpu_name", "torch_threads")})
 
-    if timed_out:
+    if interrupted is not None:
+        status = "interrupted"
+    elif timed_out:
         status = "timeout"
     elif returncode == 0 and result is not None:
         status = "ok"
@@ -387,7 +476,8 @@ def run_one(args, model, seed, overrides, config_files, paths, results_path, mac
         "stopped_early": None,
         "valid": None,
         "test": None,
-        "wall_time_s": round(wall, 2),
+        "wall_time_s": state["wall_time_s"],
+        "pieces": len(state["pieces"]),
         "time_budget_s": budget_s,
         "threads": args.threads,
         "peak_rss_mb": round(peak_mb, 1),
@@ -399,7 +489,7 @@ def run_one(args, model, seed, overrides, config_files, paths, results_path, mac
         "command": command,
         "equivalent_command": equivalent_command(model, dataset, seed, overrides, paths, config_files),
         "log": _display_path(log),
-        "started_utc": started,
+        "started_utc": state["started_utc"],
     }
     if status == "ok":
         record.update(
@@ -412,9 +502,14 @@ def run_one(args, model, seed, overrides, config_files, paths, results_path, mac
             gpu_peak_mem_mb=round(result["gpu_peak_mem_mb"], 1) if result.get("gpu_peak_mem_mb") else None,
             **training_curves(text),
         )
-    elif status == "failed":
+    elif status in ("timeout", "interrupted"):
+        # how far it got; the next invocation continues from here
+        record.update(training_curves(text), resumable=resume_point(log, key)[0] is not None)
+    else:
         record["error_tail"] = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
     save_record(results_path, record)
+    if interrupted is not None:
+        raise interrupted
     return record
 
 
@@ -428,16 +523,21 @@ def training_curves(text):
 
     Returns ``{"epoch_times_s": [[epoch, seconds], ...], "valid_curve": [[epoch, score], ...]}``. A stage before
     training that logs epochs of its own with RecBole's trainer (SRMA's complement pre-training) starts its numbering
-    again at 0: only the last sequence of epochs, the model's own training, is kept.
+    again at 0: only the last sequence of epochs, the model's own training, is kept. A run resumed after a stop
+    continues its numbering in the same log; an epoch logged twice (the one the stop interrupted) keeps its last
+    lines.
     """
     text = _ANSI.sub("", text)
 
     def last_sequence(pairs):
         out = []
         for epoch, value in pairs:
-            if out and int(epoch) <= out[-1][0]:
+            epoch = int(epoch)
+            if epoch == 0:
                 out = []
-            out.append([int(epoch), float(value)])
+            else:  # a resumed run repeats the epoch it was stopped in: the later lines replace the earlier ones
+                out = [pair for pair in out if pair[0] < epoch]
+            out.append([epoch, float(value)])
         return out
 
     return {
@@ -502,8 +602,8 @@ def build_parser():
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020], help="seeds (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=None, help="epoch budget (default: the config's, 300)")
     parser.add_argument(
-        "--time-budget-min", type=float, default=None, help="wall-clock limit per run in minutes; past it the "
-        "run is stopped and recorded as 'timeout' (no metrics)"
+        "--time-budget-min", type=float, default=None, help="wall-clock limit per run and invocation, in minutes; "
+        "past it the run is stopped and recorded as 'timeout' (no test metrics); the next invocation continues it"
     )
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -523,10 +623,18 @@ def build_parser():
     )
     parser.add_argument("--tag", default=None, help="name for this set of runs (in log names and records)")
     parser.add_argument(
+        "--restart", action="store_true",
+        help="start stopped runs from scratch instead of continuing them from their last finished epoch",
+    )
+    parser.add_argument(
         "--backfill-curves", action="store_true",
         help="only (re)compute the per-epoch curves of the dataset's records from their kept logs, then exit",
     )
     return parser
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def main(argv=None):
@@ -534,6 +642,8 @@ def main(argv=None):
     if argv[:1] == ["--worker"]:
         return worker_main(argv[1])
     args = build_parser().parse_args(argv)
+    # a session or a job scheduler ends the benchmark with SIGTERM: stop the run cleanly and record how far it got
+    signal.signal(signal.SIGTERM, _terminate)
     if args.tag is not None and not args.tag.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise SystemExit("error: --tag may hold letters, digits, '-', '_' and '.' only")
     overrides = parse_overrides(args.overrides)

@@ -38,11 +38,15 @@ def format_results(title_to_result):
 
 
 def training_summary(trainer, config):
-    """Epochs trained, best epoch and whether early stopping ended the run (RecBole's fit does not return them)."""
+    """Epochs trained, best epoch and whether early stopping ended the run (RecBole's fit does not return them).
+
+    Epochs are counted from 0 over the whole run: a run resumed from a checkpoint trained the epochs before it too
+    (``train_loss_dict`` holds only the epochs of this process).
+    """
     epochs = sorted(trainer.train_loss_dict)
     last = epochs[-1] if epochs else trainer.start_epoch - 1
     return {
-        "epochs_trained": len(epochs),
+        "epochs_trained": last + 1,
         "last_epoch": last,
         "best_epoch": last - trainer.cur_step * trainer.eval_step,
         "stopped_early": last + 1 < config["epochs"],

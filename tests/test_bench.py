@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -184,3 +185,81 @@ def test_relative_difference_against_published_numbers():
         assert all(source in renderer.SOURCES and len(values) == 6 for source, _, values in entries)
     assert renderer.fmt_rel(0.0330, 0.0300) == "+10.0%"
     assert renderer.fmt_rel(0.0270, 0.0300) == "−10.0%"
+
+
+def _record(model, ndcg, *, status="ok", stopped=True, overrides=None, seed=2020, config_files=(), curve=None):
+    test = {m: ndcg * (2 if m.startswith("hit") else 1) for m in METRICS} if status == "ok" else None
+    return {
+        "dataset": "amazon-toys", "model": model, "seed": seed, "tag": None, "overrides": overrides or {},
+        "config_files": list(config_files), "status": status, "epochs": 300, "epochs_trained": 40 if test else None,
+        "best_epoch": 29 if test else None, "stopped_early": stopped if test else None, "valid": test, "test": test,
+        "wall_time_s": 60.0, "machine": {"device": "cpu"}, "valid_curve": curve or [], "resumable": True,
+    }
+
+
+def test_headline_table_has_every_model_and_says_what_is_missing():
+    renderer = _load(RENDERER, "bench_render_results")
+    records = [
+        # PluginSASRec stands for SASRec; seeds are averaged; the short one is flagged
+        _record("PluginSASRec", 0.0300, seed=2020), _record("PluginSASRec", 0.0320, seed=2021),
+        # a partial run loses against a complete one of the same model, and is not flagged when short
+        _record("CL4SRec", 0.0100, stopped=False, overrides={"epochs": 8}), _record("CL4SRec", 0.0420),
+        # an override equal to the protocol's value, or one another model reads, keeps the default setup
+        _record("SRMA", 0.0480, overrides={"train_batch_size": 256, "epochs": 300}),
+        _record("CoSeRec", 0.0470, overrides={"complement_epochs": 5}),
+        # a real change of setup is not the headline
+        _record("BT4SRec", 0.0900, overrides={"alpha": 0.5}),
+        _record("DuoRec", 0.0, status="interrupted", curve=[[0, 0.01], [1, 0.02]]),
+    ]
+    page = renderer.render(records)
+    glance = page[page.index("### Every model at a glance") :]
+    glance = glance[: glance.index("\n### ", 5)]
+    rows = {line.split("|")[1].strip(" *"): line for line in glance.splitlines() if line.startswith("| **")}
+    assert list(rows) == renderer.HEADLINE_MODELS
+    assert "PluginSASRec, 2 seeds" in rows["SASRec"] and "0.0310 ± 0.0014" in rows["SASRec"]
+    assert "−17.1%" in rows["SASRec"]  # 0.0310 / 0.0374 - 1 against the SRMA paper's NDCG@10
+    assert "early-stopped" in rows["CL4SRec"] and "0.0420" in rows["CL4SRec"] and "0.0100" not in rows["CL4SRec"]
+    assert "0.0480" in rows["SRMA"] and "0.0470" in rows["CoSeRec"]
+    assert "not run" in rows["BT4SRec"] and "not run" in rows["GRU4Rec"]
+    assert "in progress: 2 epochs so far (best valid NDCG@10 0.0200)" in rows["DuoRec"]
+    assert "More than 10 % below" in glance and "SASRec vs the SRMA paper" in glance
+    assert "CL4SRec vs" not in glance  # −1.9 % only
+    assert renderer.fmt_rel(0.0270, 0.0300) == "−10.0%"
+
+
+def test_a_stopped_run_continues_from_its_last_finished_epoch(tmp_path):
+    """SIGTERM the runner mid-training (as the end of a session does); the next invocation continues the run."""
+    data = make_tiny_dataset(tmp_path, n_users=150)
+    results = tmp_path / "results.json"
+    args = [
+        "--dataset", data["dataset"], "--data-path", data["data_path"], "--results", str(results),
+        "--runs-dir", str(tmp_path / "runs"), "--models", "PluginSASRec",
+        *TINY_SETTINGS, "--epochs", "6", "--set", "stopping_step=100",  # the last --epochs wins
+    ]
+    log = tmp_path / "runs" / data["dataset"] / "PluginSASRec-seed2020.log"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, str(RUNNER), *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    # epoch 1's training line: epoch 0 is finished, so its state is on disk as the "-last" checkpoint
+    while not (log.is_file() and "epoch 1 training" in log.read_text(errors="replace")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    [stopped] = json.loads(results.read_text())
+    assert stopped["status"] == "interrupted" and stopped["resumable"] is True and stopped["test"] is None
+    reached = stopped["valid_curve"][-1][0]
+    assert 0 <= reached < 5 and stopped["pieces"] == 1
+
+    out = _run(RUNNER, args, tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    [r] = json.loads(results.read_text())
+    assert r["status"] == "ok", r.get("error_tail")
+    assert r["pieces"] == 2 and r["wall_time_s"] > stopped["wall_time_s"]
+    assert r["epochs_trained"] == 6 and r["started_utc"] == stopped["started_utc"]
+    # one curve over both pieces, each epoch once; the second piece did not start again from epoch 0
+    assert [e for e, _ in r["valid_curve"]] == list(range(6))
+    text = log.read_text()
+    assert "# resumed from " in text and text.count("epoch 0 training") == 1
+    assert not list((tmp_path / "runs").rglob("*-last.pth"))  # finished: only the best checkpoint stays
