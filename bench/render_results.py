@@ -266,6 +266,9 @@ def headline(dataset, groups, other):
         epochs = ", ".join(str(r.get("epochs_trained")) for r in group)
         what = (f"{first['model']}, {len(group)} seed{'s' if len(group) > 1 else ''}, {epochs} epochs, "
                 + (f"**partial (budget of {first.get('epochs')})**" if partial else "early-stopped"))
+        running = in_progress(other, model) if partial else None
+        if running:
+            what += f"; a longer run is in progress ({running['valid_curve'][-1][0] + 1} epochs so far)"
         diffs = []
         for source, values in pubs:
             rel = [fmt_rel(ours[m], values[m]) for m in ("hit@10", "ndcg@10")]

@@ -633,6 +633,19 @@ def build_parser():
     return parser
 
 
+def claim_run(log):
+    """An exclusive, non-blocking lock on one run (its log's lock file), held while it runs; None if another runner
+    holds it. Several runners can then work through overlapping plans without training the same run twice."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    f = open(log.with_name(log.name + ".lock"), "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
+
+
 def _terminate(signum, frame):
     raise SystemExit(128 + signum)
 
@@ -679,8 +692,15 @@ def main(argv=None):
             print(f"[{i}/{len(plan)}] {model} seed {seed}: already done, skipped", flush=True)
             rows.append(("skipped", record))
             continue
+        lock = claim_run(log_path(Path(args.runs_dir).resolve(), args.dataset, model, seed, args.tag))
+        if lock is None:
+            print(f"[{i}/{len(plan)}] {model} seed {seed}: running in another runner, skipped", flush=True)
+            continue
         print(f"[{i}/{len(plan)}] {model} seed {seed}: running ...", flush=True)
-        record = run_one(args, model, seed, overrides, config_files, paths, results_path, machine, git)
+        try:
+            record = run_one(args, model, seed, overrides, config_files, paths, results_path, machine, git)
+        finally:
+            lock.close()
         print(f"[{i}/{len(plan)}] {model} seed {seed}: {record['status']} in {fmt_time(record['wall_time_s'])}"
               f" (log: {record['log']})", flush=True)
         rows.append(("", record))

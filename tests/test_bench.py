@@ -210,6 +210,8 @@ def test_headline_table_has_every_model_and_says_what_is_missing():
         # a real change of setup is not the headline
         _record("BT4SRec", 0.0900, overrides={"alpha": 0.5}),
         _record("DuoRec", 0.0, status="interrupted", curve=[[0, 0.01], [1, 0.02]]),
+        _record("MCLRec", 0.0200, stopped=False, overrides={"epochs": 5}),
+        _record("MCLRec", 0.0, status="timeout", curve=[[e, 0.01] for e in range(12)]),
     ]
     page = renderer.render(records)
     glance = page[page.index("### Every model at a glance") :]
@@ -222,6 +224,7 @@ def test_headline_table_has_every_model_and_says_what_is_missing():
     assert "0.0480" in rows["SRMA"] and "0.0470" in rows["CoSeRec"]
     assert "not run" in rows["BT4SRec"] and "not run" in rows["GRU4Rec"]
     assert "in progress: 2 epochs so far (best valid NDCG@10 0.0200)" in rows["DuoRec"]
+    assert "partial (budget of 300)" in rows["MCLRec"] and "a longer run is in progress (12 epochs so far)" in rows["MCLRec"]
     assert "More than 10 % below" in glance and "SASRec vs the SRMA paper" in glance
     assert "CL4SRec vs" not in glance  # −1.9 % only
     assert renderer.fmt_rel(0.0270, 0.0300) == "−10.0%"
@@ -263,3 +266,14 @@ def test_a_stopped_run_continues_from_its_last_finished_epoch(tmp_path):
     text = log.read_text()
     assert "# resumed from " in text and text.count("epoch 0 training") == 1
     assert not list((tmp_path / "runs").rglob("*-last.pth"))  # finished: only the best checkpoint stays
+
+
+def test_a_run_held_by_another_runner_is_skipped(tmp_path):
+    runner = _load(RUNNER, "bench_run_models")
+    log = tmp_path / "d" / "M-seed1.log"
+    first = runner.claim_run(log)
+    assert first is not None and runner.claim_run(log) is None
+    first.close()
+    again = runner.claim_run(log)
+    assert again is not None
+    again.close()

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The runs of the reproduction report (docs/results.md), in priority order, one (model, seed) per job.
+#
+#   bench/reproduce.sh                       # every dataset, in the order below
+#   DATASETS="amazon-toys" bench/reproduce.sh
+#   THREADS=1 RAW_DATA_DIR=../shared/data bench/reproduce.sh
+#
+# Run it again to continue: finished runs are skipped, stopped ones continue from their last finished epoch
+# (bench/README.md). Start it twice (THREADS=1 each on a 2-core machine) and the two copies share the work: a run
+# that one copy is training is skipped by the other. Stop a copy started with setsid/nohup with
+# `kill -TERM -- -<its pid>`: the run in progress is recorded as interrupted and continues next time.
+#
+# All runs use the protocol's defaults (properties/overall.yaml) and the tag "full": early stopping on valid
+# NDCG@10 with patience 10, at most 300 epochs. SASRec runs as PluginSASRec, RecBole's SASRec on the plugin's fast
+# path (same parameters and scores, 3-5x faster on CPU); one run of RecBole's own class checks that they agree.
+set -u
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python}
+RAW_DATA_DIR=${RAW_DATA_DIR:-../shared/data}
+DATASETS=${DATASETS:-"amazon-toys amazon-beauty amazon-sports yelp"}
+THREADS=${THREADS:-}
+
+run() {  # dataset model seed [extra run_models.py arguments]
+    local dataset=$1 model=$2 seed=$3
+    shift 3
+    "$PYTHON" bench/run_models.py --dataset "$dataset" --models "$model" --seeds "$seed" --tag "${TAG:-full}" \
+        --raw-data-dir "$RAW_DATA_DIR" ${THREADS:+--threads "$THREADS"} "$@"
+}
+
+for dataset in $DATASETS; do
+    # one seed of every model first, so that every row of the table fills before any gets its extra seeds
+    for model in PluginSASRec CL4SRec SRMA GRU4Rec CoSeRec DuoRec BT4SRec MCLRec BERT4Rec; do
+        run "$dataset" "$model" 2020
+    done
+    if [ "$dataset" = amazon-toys ]; then  # the SRMA paper's Table 2 ablations
+        for variant in SRMA-wo-D SRMA-wo-M; do
+            TAG="full-$variant" run "$dataset" SRMA 2020 --config-files "properties/ablation/$variant.yaml"
+        done
+    fi
+    for seed in 2021 2022; do
+        for model in PluginSASRec CL4SRec SRMA; do
+            run "$dataset" "$model" "$seed"
+        done
+    done
+    run "$dataset" SASRec 2020  # RecBole's own class, against PluginSASRec seed 2020
+done
