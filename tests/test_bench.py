@@ -212,6 +212,7 @@ def test_headline_table_has_every_model_and_says_what_is_missing():
         _record("DuoRec", 0.0, status="interrupted", curve=[[0, 0.01], [1, 0.02]]),
         _record("MCLRec", 0.0200, stopped=False, overrides={"epochs": 5}),
         _record("MCLRec", 0.0, status="timeout", curve=[[e, 0.01] for e in range(12)]),
+        _record("SRMA", 0.0410, config_files=["properties/ablation/SRMA-wo-D.yaml"]),
     ]
     page = renderer.render(records)
     glance = page[page.index("### Every model at a glance") :]
@@ -227,6 +228,14 @@ def test_headline_table_has_every_model_and_says_what_is_missing():
     assert "partial (budget of 300)" in rows["MCLRec"] and "a longer run is in progress (12 epochs so far)" in rows["MCLRec"]
     assert "More than 10 % below" in glance and "SASRec vs the SRMA paper" in glance
     assert "CL4SRec vs" not in glance  # −1.9 % only
+    assert "| **SRMA** |" in glance and "0.0410" not in glance  # a variant is not the model's headline
+    # the SRMA paper's ablations: each variant's run next to the paper's value
+    ablations = page[page.index("### SRMA paper's ablations") :]
+    ablations = ablations[: ablations.index("\n### ", 5)]
+    rows = {line.split("|")[1].strip(): line for line in ablations.splitlines() if line.startswith("| ")}
+    assert "0.0410" in rows["SRMA w/o D"] and "0.0402" in rows["SRMA w/o D"]  # ours NDCG@10, the paper's
+    assert "0.0480" in rows["SRMA"] and "0.0410" not in rows["SRMA"]
+    assert "not run" in rows["SRMA w/o M"]
     assert renderer.fmt_rel(0.0270, 0.0300) == "−10.0%"
 
 
