@@ -44,4 +44,12 @@ for dataset in $DATASETS; do
         done
     done
     run "$dataset" SASRec 2020  # RecBole's own class, against PluginSASRec seed 2020
+    if [ "$dataset" = amazon-toys ] || [ "$dataset" = amazon-sports ]; then  # the rest of the paper's ablations
+        for variant in CL4SRec-wo-D CL4SRec-p0; do
+            TAG="full-$variant" run "$dataset" CL4SRec 2020 --config-files "properties/ablation/$variant.yaml"
+        done
+        for variant in SRMA-complement-none SRMA-complement-transformer SRMA-complement-gru; do
+            TAG="full-$variant" run "$dataset" SRMA 2020 --config-files "properties/ablation/$variant.yaml"
+        done
+    fi
 done
