@@ -143,6 +143,10 @@ def fmt_time(seconds):
     return f"{seconds / 3600:.2f} h"
 
 
+def plural(n, word):
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def fmt_metric(values):
     values = [v for v in values if v is not None]
     if not values:
@@ -324,7 +328,7 @@ def headline(dataset, groups, other):
             running = in_progress(other, model)
             if running:
                 best = max(score for _, score in running["valid_curve"])
-                what = (f"in progress: {running['valid_curve'][-1][0] + 1} epochs so far (best valid NDCG@10 "
+                what = (f"in progress: {plural(running['valid_curve'][-1][0] + 1, 'epoch')} so far (best valid NDCG@10 "
                         f"{best:.4f}); the runner continues it")
             else:
                 what = "not run"
@@ -338,7 +342,7 @@ def headline(dataset, groups, other):
                 + (f"**partial (budget of {first.get('epochs')})**" if partial else "early-stopped"))
         running = in_progress(other, model) if partial else None
         if running:
-            what += f"; a longer run is in progress ({running['valid_curve'][-1][0] + 1} epochs so far)"
+            what += f"; a longer run is in progress ({plural(running['valid_curve'][-1][0] + 1, 'epoch')} so far)"
         diffs = []
         for source, values in pubs:
             rel = [fmt_rel(ours[m], values[m]) for m in ("hit@10", "ndcg@10")]
@@ -453,7 +457,7 @@ def render_dataset(dataset, records, notes=None):
                        else "stopped from outside (end of a session)")
                 if r.get("valid_curve"):
                     best = max(score for _, score in r["valid_curve"])
-                    why += (f" after {r['valid_curve'][-1][0] + 1} epochs (best valid NDCG@10 {best:.4f}); "
+                    why += (f" after {plural(r['valid_curve'][-1][0] + 1, 'epoch')} (best valid NDCG@10 {best:.4f}); "
                             + ("the runner continues it" if r.get("resumable") else "it will start again"))
             else:
                 lines = [line for line in (r.get("error_tail") or "").splitlines() if line.strip()]
@@ -553,12 +557,13 @@ def render(records, notes=None, images=None):
     by_dataset = OrderedDict()
     for r in records:
         by_dataset.setdefault(r["dataset"], []).append(r)
-    order = [d for d in DATASET_ORDER if d in by_dataset] + sorted(d for d in by_dataset if d not in DATASET_ORDER)
+    if not by_dataset:
+        return "\n".join([HEADER, "No benchmark records yet: run `bench/run_models.py` (see `bench/README.md`).", ""])
+    # the report's datasets always have a section, so that what was not run is said, not left out
+    order = DATASET_ORDER + sorted(d for d in by_dataset if d not in DATASET_ORDER)
     out = [HEADER]
-    if not order:
-        out += ["No benchmark records yet: run `bench/run_models.py` (see `bench/README.md`).", ""]
     for dataset in order:
-        section = render_dataset(dataset, by_dataset[dataset], notes.get(dataset))
+        section = render_dataset(dataset, by_dataset.get(dataset, []), notes.get(dataset))
         charts = [f"![{name[:-4]}](img/{name})" for name in images.get(dataset, [])]
         out += section[:2] + (charts + [""] if charts else []) + section[2:]
     return "\n".join(out).rstrip() + "\n"

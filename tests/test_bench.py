@@ -219,6 +219,8 @@ def test_headline_table_has_every_model_and_says_what_is_missing():
     glance = glance[: glance.index("\n### ", 5)]
     rows = {line.split("|")[1].strip(" *"): line for line in glance.splitlines() if line.startswith("| **")}
     assert list(rows) == renderer.HEADLINE_MODELS
+    # every dataset of the report has its section, run or not
+    assert all(f"## {d}" in page for d in renderer.DATASET_ORDER) and "| **SRMA** | not run |" in page
     assert "PluginSASRec, 2 seeds" in rows["SASRec"] and "0.0310 ± 0.0014" in rows["SASRec"]
     assert "−17.1%" in rows["SASRec"]  # 0.0310 / 0.0374 - 1 against the SRMA paper's NDCG@10
     assert "early-stopped" in rows["CL4SRec"] and "0.0420" in rows["CL4SRec"] and "0.0100" not in rows["CL4SRec"]
