@@ -228,9 +228,7 @@ def ablation_table(dataset, groups):
             if g[0]["model"] == model and tuple(g[0].get("config_files") or ()) == files
             and is_default_setup(dict(g[0], config_files=[]))
         ]
-        group = max(candidates, key=lambda g: (not is_partial(g), len(g),
-                                               statistics.mean(r.get("epochs_trained") or 0 for r in g)),
-                    default=None)
+        group = best_evidence(candidates)
         if group is None:
             ours, what = ["-"] * len(ABLATION_METRICS), "not run"
         else:
@@ -294,18 +292,21 @@ def is_default_setup(record, properties=None):
     )
 
 
-def headline_group(groups, model):
-    """The runs that represent ``model`` in the headline table: default setup; complete before partial, then the
-    most seeds, then the most epochs."""
-    names = IMPLEMENTATIONS.get(model, [model])
-    candidates = [g for g in groups.values() if g[0]["model"] in names and is_default_setup(g[0])]
-    if not candidates:
-        return None
+def best_evidence(candidates, model=None):
+    """Of several run groups of one setup, the one to show: complete before partial, then the most seeds, then the
+    most epochs, then (for a model with several implementations) the one named ``model``; None if there are none."""
     return max(
         candidates,
         key=lambda g: (not is_partial(g), len(g), statistics.mean(r.get("epochs_trained") or 0 for r in g),
                        g[0]["model"] == model),
+        default=None,
     )
+
+
+def headline_group(groups, model):
+    """The runs that represent ``model`` in the headline table: default setup, best evidence first."""
+    names = IMPLEMENTATIONS.get(model, [model])
+    return best_evidence([g for g in groups.values() if g[0]["model"] in names and is_default_setup(g[0])], model)
 
 
 def in_progress(records, model):
