@@ -147,6 +147,11 @@ def plural(n, word):
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def epochs_so_far(record):
+    """'k epoch(s)' finished by a stopped run, from its validation curve."""
+    return plural(record["valid_curve"][-1][0] + 1, "epoch")
+
+
 def fmt_metric(values):
     values = [v for v in values if v is not None]
     if not values:
@@ -329,7 +334,7 @@ def headline(dataset, groups, other):
             running = in_progress(other, model)
             if running:
                 best = max(score for _, score in running["valid_curve"])
-                what = (f"in progress: {plural(running['valid_curve'][-1][0] + 1, 'epoch')} so far (best valid NDCG@10 "
+                what = (f"in progress: {epochs_so_far(running)} so far (best valid NDCG@10 "
                         f"{best:.4f}); the runner continues it")
             else:
                 what = "not run"
@@ -343,7 +348,7 @@ def headline(dataset, groups, other):
                 + (f"**partial (budget of {first.get('epochs')})**" if partial else "early-stopped"))
         running = in_progress(other, model) if partial else None
         if running:
-            what += f"; a longer run is in progress ({plural(running['valid_curve'][-1][0] + 1, 'epoch')} so far)"
+            what += f"; a longer run is in progress ({epochs_so_far(running)} so far)"
         diffs = []
         for source, values in pubs:
             rel = [fmt_rel(ours[m], values[m]) for m in ("hit@10", "ndcg@10")]
@@ -458,7 +463,7 @@ def render_dataset(dataset, records, notes=None):
                        else "stopped from outside (end of a session)")
                 if r.get("valid_curve"):
                     best = max(score for _, score in r["valid_curve"])
-                    why += (f" after {plural(r['valid_curve'][-1][0] + 1, 'epoch')} (best valid NDCG@10 {best:.4f}); "
+                    why += (f" after {epochs_so_far(r)} (best valid NDCG@10 {best:.4f}); "
                             + ("the runner continues it" if r.get("resumable") else "it will start again"))
             else:
                 lines = [line for line in (r.get("error_tail") or "").splitlines() if line.strip()]
