@@ -97,6 +97,7 @@ def epoch_flops(model, config, train_lengths, n_items, batch_size):
     the views' encoder passes at their expected lengths, InfoNCE, SRMA's kept layer-dropping blocks and its frozen
     complement's forward pass, MCLRec's extra similarity matrices and its augmenter steps (views without gradient),
     BT4SRec's views or same-target partners, projector and cross-correlation.
+    BERT4Rec scores its expected number of masked positions instead of the last one.
     Element-wise work (LayerNorm, softmax, dropout, GELU) and the optimiser are left out: the floor is a bound no
     implementation can beat at the machine's matmul rate.
     """
@@ -140,6 +141,13 @@ def epoch_flops(model, config, train_lengths, n_items, batch_size):
             for n in train_lengths:
                 options = view_lengths(n, config["augmentations"], config, max_len)
                 no_grad += sum(c_layers * layer_flops(v, H, I) for v in options) / len(options)
+    if model in ("BERT4Rec", "PluginBERT4Rec"):
+        # the cloze task scores its predicted positions, not the last one: a batch masks the last item with
+        # probability ft_ratio, else each real position with probability mask_ratio, at most int(mask_ratio * L)
+        ft, rate = config["ft_ratio"], config["mask_ratio"]
+        cap = int(rate * max_len)
+        targets = sum(ft + (1 - ft) * min(rate * n, cap) for n in train_lengths)
+        forward = encoder + targets * (2 * H * n_items + 2 * H * H)  # + the output head's H x H layer
     if model == "MCLRec":
         # per batch: encoder steps (everything above, plus L_cl2 / R similarities, trained) and augmenter steps (the
         # views encoded without gradient, then the same similarities); the augmenter MLPs are negligible

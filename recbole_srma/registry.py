@@ -18,6 +18,7 @@ compat.patch_recbole()
 # name -> "module:Class"; imported on first use so that looking up one model does not import every model.
 MODELS = {
     "PluginSASRec": "recbole_srma.model.backbone:PluginSASRec",
+    "PluginBERT4Rec": "recbole_srma.model.bert4rec:PluginBERT4Rec",
     "CL4SRec": "recbole_srma.model.cl4srec:CL4SRec",
     "CoSeRec": "recbole_srma.model.coserec:CoSeRec",
     "DuoRec": "recbole_srma.model.duorec:DuoRec",

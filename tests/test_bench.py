@@ -213,6 +213,8 @@ def test_headline_table_has_every_model_and_says_what_is_missing():
         _record("MCLRec", 0.0200, stopped=False, overrides={"epochs": 5}),
         _record("MCLRec", 0.0, status="timeout", curve=[[e, 0.01] for e in range(12)]),
         _record("SRMA", 0.0410, config_files=["properties/ablation/SRMA-wo-D.yaml"]),
+        # PluginBERT4Rec stands for BERT4Rec; a stopped run of RecBole's class does not replace a complete one
+        _record("BERT4Rec", 0.0, status="interrupted", curve=[[0, 0.01]]), _record("PluginBERT4Rec", 0.0330),
     ]
     page = renderer.render(records)
     toys = page[page.index("## amazon-toys") :]
@@ -226,6 +228,7 @@ def test_headline_table_has_every_model_and_says_what_is_missing():
     assert "−17.1%" in rows["SASRec"]  # 0.0310 / 0.0374 - 1 against the SRMA paper's NDCG@10
     assert "early-stopped" in rows["CL4SRec"] and "0.0420" in rows["CL4SRec"] and "0.0100" not in rows["CL4SRec"]
     assert "0.0480" in rows["SRMA"] and "0.0470" in rows["CoSeRec"]
+    assert "0.0330" in rows["BERT4Rec"] and "early-stopped" in rows["BERT4Rec"]
     assert "not run" in rows["BT4SRec"] and "not run" in rows["GRU4Rec"]
     assert "in progress: 2 epochs so far (best valid NDCG@10 0.0200)" in rows["DuoRec"]
     assert "partial (budget of 300)" in rows["MCLRec"] and "a longer run is in progress (12 epochs so far)" in rows["MCLRec"]

@@ -78,6 +78,13 @@ def test_floor_counts_real_tokens_views_and_extras():
                            for p in ("augment", "both"))
     assert cl4srec < bt_augment and bt_both - bt_augment > encoder_only
     assert speed.epoch_flops("BT4SRec", {**bt, "alpha": 0.0}, short, 1000, 256) == sasrec_short
+    # BERT4Rec: always-last batches score one position per sequence like SASRec (plus the output head's layer);
+    # masking 20 % of 50 items scores ten
+    bert = {**CONFIG, "mask_ratio": 0.2, "ft_ratio": 1.0}
+    assert speed.epoch_flops("PluginBERT4Rec", bert, long, 1000, 256) == pytest.approx(
+        speed.epoch_flops("PluginSASRec", CONFIG, long, 1000, 256) + 3 * 100 * 2 * 64 * 64)
+    masked = speed.epoch_flops("PluginBERT4Rec", {**bert, "ft_ratio": 0.0}, long, 1000, 256)
+    assert masked - speed.epoch_flops("PluginSASRec", CONFIG, long, 0, 256) == pytest.approx(3 * 100 * 10 * (2 * 64 * 1000 + 2 * 64 * 64))
 
 
 def test_speed_bench_runs_end_to_end_on_tiny_data(tmp_path):

@@ -27,13 +27,21 @@ def _pair(n_layers=2, **kwargs):
     return fast, slow
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("n_layers", [1, 2, 3])
-def test_packed_forward_equals_padded_forward(n_layers):
-    fast, slow = _pair(n_layers)
+def test_packed_forward_equals_padded_forward(n_layers, bidirectional):
+    fast, slow = _pair(n_layers, bidirectional=bidirectional)
     seq, lengths = _random_batch()
     fast.eval(), slow.eval()
     with torch.no_grad():
         torch.testing.assert_close(fast(seq, lengths), slow(seq, lengths), rtol=1e-5, atol=1e-6)
+        every_fast, layout = fast.encode_packed(seq, lengths)
+        every_slow = slow.encode(seq)[seq != 0]
+        torch.testing.assert_close(every_fast, every_slow, rtol=1e-5, atol=1e-6)
+        # a real switch: the first position sees later ones only when bidirectional
+        other, _ = _pair(n_layers, bidirectional=not bidirectional)
+        other.eval()
+        assert not torch.allclose(other.encode_packed(seq, lengths)[0], every_fast, atol=1e-4)
 
 
 def test_packed_path_ignores_what_lies_beyond_the_length_and_trims_to_the_longest():

@@ -26,6 +26,9 @@ Exact definitions, applied to every row independently (``len`` is the row's leng
   most similar item of the item there is inserted; the length grows by ``k``, and when it passes ``L`` the oldest
   items are dropped (the most recent ``L`` are kept, as CoSeRec's data pipeline does).
 
+* ``cloze_mask`` (BERT4Rec's training task, not a contrastive view): every real position is masked independently
+  with probability ``mask_ratio`` (or only the last one); it also returns which positions are to be predicted.
+
 ``lookup`` maps a LongTensor of item ids to the most similar item of each (same shape; padding 0 maps to 0).
 
 Hence a length-1 row is unchanged by all of them (for rates < 1; ``crop`` always keeps at least one item), and
@@ -59,6 +62,7 @@ __all__ = [
     "identity",
     "substitute",
     "insert",
+    "cloze_mask",
     "Operator",
     "SequenceAugmenter",
     "OPERATOR_NAMES",
@@ -160,6 +164,41 @@ def segment_mask(
     window = (pos >= start.unsqueeze(1)) & (pos < (start + n).unsqueeze(1))
     seq = torch.where(window, torch.full_like(item_seq, int(mask_token)), item_seq)
     return seq, item_seq_len.clone()
+
+
+def cloze_mask(
+    item_seq: torch.Tensor,
+    item_seq_len: torch.Tensor,
+    mask_ratio: float,
+    mask_token: int,
+    last_only: bool = False,
+    max_targets: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """BERT4Rec's cloze task: ``(masked_seq, targets)``, not a view (the length is unchanged and not returned).
+
+    Each real position is replaced by ``mask_token`` independently with probability ``mask_ratio`` (the number per
+    row is random, possibly 0), or, with ``last_only``, exactly the last real position is. ``targets`` (bool
+    ``[B, L]``) marks the positions whose item the model must predict: the masked ones, or only the last
+    ``max_targets`` masked positions of each row when that is given (RecBole's ``MaskItemSequence`` keeps that many;
+    the earlier ones stay masked in the input but are not predicted).
+    """
+    mask_ratio = _check_rate("mask_ratio", mask_ratio)
+    _check_seq(item_seq, item_seq_len)
+    _check_mask_token(mask_token)
+    lengths = item_seq_len.to(torch.long)
+    pos = torch.arange(item_seq.shape[1], device=item_seq.device).unsqueeze(0)
+    if last_only:
+        chosen = pos == (lengths - 1).unsqueeze(1)
+    else:
+        draws = torch.rand(item_seq.shape, generator=generator, device=item_seq.device)
+        chosen = (pos < lengths.unsqueeze(1)) & (draws < mask_ratio)
+    masked = torch.where(chosen, torch.full_like(item_seq, int(mask_token)), item_seq)
+    targets = chosen
+    if max_targets is not None:
+        at_or_after = chosen.flip(1).cumsum(1).flip(1)  # masked positions from t to the end of the row
+        targets = chosen & (at_or_after <= max_targets)
+    return masked, targets
 
 
 def _check_mask_token(mask_token):

@@ -21,7 +21,8 @@ The fast path (``fast_path: True``, the default; docs/performance.md) computes t
 - cheaper dropout masks: ``uniform >= p`` instead of ``bernoulli_`` (the same Bernoulli(1 - p) keep mask, ~4x
   cheaper on CPU), and attention computed explicitly so its dropout uses that mask too (``scaled_dot_product_
   attention`` with dropout falls back to a slow kernel on CPU).
-Outputs equal the padded path's up to float rounding (tests/test_fast_path.py); in training the random masks are
+With ``bidirectional=True`` (BERT4Rec) every position attends to every real position, padding still excluded; the
+fast path is the same apart from that mask. Outputs equal the padded path's up to float rounding (tests/test_fast_path.py); in training the random masks are
 drawn differently, from the same distribution. Sequences must be left-aligned (RecBole's layout: item ids at
 positions ``0 .. len - 1``, zeros after), which every augmentation keeps.
 """
@@ -66,6 +67,11 @@ class _NativeGELU(torch.autograd.Function):
         return _without_onednn(torch.ops.aten.gelu_backward, grad, x)
 
 
+def gelu(x):
+    """Exact GELU; on CPU through :class:`_NativeGELU` (inputs of varying shape, see there)."""
+    return _NativeGELU.apply(x) if x.device.type == "cpu" else F.gelu(x)
+
+
 def _without_onednn(fn, *args):
     # Only the enabled switch: torch.backends.mkldnn.flags() also resets TF32 settings and warns on every call.
     previous = torch.backends.mkldnn.enabled
@@ -101,11 +107,12 @@ class PackedLayout:
     """Where the real tokens of a left-aligned batch sit, shared by every block of one fast-path pass.
 
     ``index``: flat positions (into ``B * L_max``) of the N real tokens, sequence by sequence; ``last``: the row of
-    each sequence's last token in the packed ``[N, .]`` tensor; ``causal``: additive ``[B, 1, L_max, L_max]`` mask
-    (causal, padding keys excluded); ``keys``: additive ``[B, 1, 1, L_max]`` mask for a query at the last position.
+    each sequence's last token in the packed ``[N, .]`` tensor; ``keys``: additive ``[B, 1, 1, L_max]`` mask that
+    excludes padding keys; ``attention``: the additive mask of every real query, ``[B, 1, L_max, L_max]`` causal
+    (padding keys excluded), or ``keys`` itself when ``bidirectional``.
     """
 
-    def __init__(self, item_seq, item_seq_len):
+    def __init__(self, item_seq, item_seq_len, bidirectional=False):
         self.batch = item_seq.size(0)
         lengths = item_seq_len.to(torch.long).clamp(1, item_seq.size(1))
         self.max_len = int(lengths.max())
@@ -118,8 +125,11 @@ class PackedLayout:
         neg_inf = torch.finfo(torch.float32).min
         zero = torch.zeros((), device=item_seq.device)
         self.keys = torch.where(valid, zero, neg_inf)[:, None, None, :]
-        causal = torch.ones(self.max_len, self.max_len, dtype=torch.bool, device=item_seq.device).tril()
-        self.causal = torch.where(causal, self.keys, neg_inf)
+        if bidirectional:
+            self.attention = self.keys
+        else:
+            causal = torch.ones(self.max_len, self.max_len, dtype=torch.bool, device=item_seq.device).tril()
+            self.attention = torch.where(causal, self.keys, neg_inf)
 
     def scatter(self, packed):
         """``[N, D]`` -> ``[B, L_max, D]``, zeros at padding."""
@@ -173,7 +183,7 @@ class MultiHeadAttention(nn.Module):
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
         q, k, v = self._split(layout.scatter(F.linear(hidden, weight, bias)), 3)
-        context = self._attend(q, k, v, layout.causal)  # [B, heads, L, d]
+        context = self._attend(q, k, v, layout.attention)  # [B, heads, L, d]
         context = layout.gather(context.transpose(1, 2))
         return self.LayerNorm(self.out_dropout(self.dense(context)) + hidden)
 
@@ -202,7 +212,7 @@ class FeedForward(nn.Module):
     def forward(self, hidden):
         inner = self.dense_1(hidden)
         # variable shapes (the fast path, the layer-dropping stack): see _NativeGELU
-        inner = _NativeGELU.apply(inner) if self.act is F.gelu and inner.device.type == "cpu" else self.act(inner)
+        inner = gelu(inner) if self.act is F.gelu else self.act(inner)
         return self.LayerNorm(self.dropout(self.dense_2(inner)) + hidden)
 
 
@@ -235,7 +245,8 @@ class TransformerEncoder(nn.Module):
 
 
 class SASRecBackbone(nn.Module):
-    """Item + position embeddings, then causal Transformer blocks; ``forward`` returns the last real position."""
+    """Item + position embeddings, then causal (or bidirectional) Transformer blocks; ``forward`` returns the last
+    real position."""
 
     def __init__(
         self,
@@ -252,9 +263,11 @@ class SASRecBackbone(nn.Module):
         initializer_range=0.02,
         ffn_dropout_prob=None,
         fast_path=True,
+        bidirectional=False,
     ):
         super().__init__()
         self.n_items = n_items
+        self.bidirectional = bool(bidirectional)
         self.initializer_range = initializer_range
         # +1 row: the mask token (id n_items) of masking augmentations.
         self.item_embedding = nn.Embedding(n_items + 1, hidden_size, padding_idx=0)
@@ -312,12 +325,14 @@ class SASRecBackbone(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             module.bias.data.zero_()
 
-    @staticmethod
-    def attention_mask(item_seq):
-        """Boolean [B, 1, L, L]: query t may attend to key s when s <= t and s is not padding."""
+    def attention_mask(self, item_seq):
+        """Boolean [B, 1, L, L] (or [B, 1, 1, L] when bidirectional): query t may attend to key s when s is not
+        padding and, unless bidirectional, s <= t."""
+        keys = (item_seq != 0)[:, None, None, :]
+        if self.bidirectional:
+            return keys
         length = item_seq.size(1)
-        causal = torch.ones(length, length, dtype=torch.bool, device=item_seq.device).tril()
-        return (item_seq != 0)[:, None, None, :] & causal
+        return keys & torch.ones(length, length, dtype=torch.bool, device=item_seq.device).tril()
 
     def encode(self, item_seq):
         """Hidden states of every position, [B, L, H]."""
@@ -334,11 +349,22 @@ class SASRecBackbone(nn.Module):
         index = (item_seq_len - 1).view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
         return hidden.gather(1, index).squeeze(1)
 
+    def _embed_packed(self, item_seq, item_seq_len):
+        layout = PackedLayout(item_seq, item_seq_len, self.bidirectional)
+        hidden = self.item_embedding(layout.items) + self.position_embedding(layout.positions)
+        return self.dropout(self.LayerNorm(hidden)), layout
+
+    def encode_packed(self, item_seq, item_seq_len):
+        """Hidden states of every real position on the fast path: ``[N, H]`` (sequence by sequence, as
+        ``item_seq[valid]`` orders them) and the :class:`PackedLayout`."""
+        hidden, layout = self._embed_packed(item_seq, item_seq_len)
+        for layer in self.trm_encoder.layer:
+            hidden = layer.forward_packed(hidden, layout)
+        return hidden, layout
+
     def forward_packed(self, item_seq, item_seq_len):
         """``forward`` computed on the real tokens only (the fast path)."""
-        layout = PackedLayout(item_seq, item_seq_len)
-        hidden = self.item_embedding(layout.items) + self.position_embedding(layout.positions)
-        hidden = self.dropout(self.LayerNorm(hidden))
+        hidden, layout = self._embed_packed(item_seq, item_seq_len)
         layers = self.trm_encoder.layer
         for i, layer in enumerate(layers):
             hidden = layer.forward_packed(hidden, layout, last_only=i == len(layers) - 1)

@@ -1,0 +1,111 @@
+"""PluginBERT4Rec: RecBole's BERT4Rec (Sun et al., "BERT4Rec: Sequential Recommendation with Bidirectional Encoder
+Representations from Transformer", CIKM 2019) on the plugin's backbone and fast path.
+
+It is RecBole 1.2.1's ``BERT4Rec`` with the CE loss: same parameters (the backbone's under ``backbone.``, the output
+head ``output_ffn``, ``output_ln`` and ``output_bias`` under RecBole's names), same scores given the same weights
+(tests/test_bert4rec.py), same training task, computed with less work. It is the report's BERT4Rec row, as
+PluginSASRec is its SASRec row; ``--model=BERT4Rec`` still runs RecBole's own class.
+
+What RecBole's class does, and so does this one:
+- training: every training sequence (RecBole's prefixes, the next item excluded) is masked at each real position
+  independently with probability ``mask_ratio``, or, for a whole batch with probability ``ft_ratio``, at its last
+  real position only; masked positions get the mask token (id ``n_items``); the loss is the full-softmax
+  cross-entropy at the masked positions, averaged over them, of ``output_ln(gelu(output_ffn(h))) @ E^T + b``, with
+  at most ``int(mask_ratio * MAX_ITEM_LIST_LENGTH)`` positions per sequence, the last ones (earlier masked positions
+  stay masked in the input but are not predicted), and never position 0 (RecBole tells its padded target slots
+  by the index 0, so a masked first item is masked in the input but not predicted);
+- scoring: the mask token is appended after the last item and the first column dropped (so the oldest item goes
+  even when the history is shorter than ``MAX_ITEM_LIST_LENGTH``), then the mask position is scored the same way.
+
+How it differs from RecBole's class, none of which changes the model or its training distribution:
+- the masks are drawn inside ``calculate_loss`` by :func:`~recbole_srma.model.augment.cloze_mask`, vectorised and from
+  torch's RNG, instead of by RecBole's ``mask_itemseq`` transform (a Python loop, Python's ``random``) in the data
+  loader, so the draws differ from RecBole's for the same seed; the negative items that transform also draws are
+  unused by the CE loss and not drawn;
+- on the fast path the encoder runs on the real tokens only, and the logits are computed for the predicted positions
+  only (RecBole computes them for ``int(mask_ratio * MAX_ITEM_LIST_LENGTH)`` slots per sequence, mostly padding);
+- a batch with no position to predict contributes a zero loss (RecBole divides 0 by 0).
+
+Deviations from the paper (RecBole's, kept for parity): training examples are RecBole's prefixes, so the last
+training item of each user is never a masked target; the first item is dropped at scoring time (above); the
+encoder's dropout defaults are RecBole's (0.2), not the paper's per-dataset settings.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from recbole_srma import hparams
+from recbole_srma.model.augment import cloze_mask
+from recbole_srma.model.backbone import SequentialBackboneRecommender, gelu
+
+
+class PluginBERT4Rec(SequentialBackboneRecommender):
+    HPARAMS = {
+        **SequentialBackboneRecommender.HPARAMS,
+        "mask_ratio": hparams.rate,
+        "ft_ratio": hparams.rate,
+    }
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset, bidirectional=True)
+        self.mask_ratio = config["mask_ratio"]
+        self.ft_ratio = config["ft_ratio"]
+        self.max_targets = int(self.mask_ratio * self.max_seq_length)  # RecBole's mask_item_length
+        hidden_size = config["hidden_size"]
+        self.output_ffn = nn.Linear(hidden_size, hidden_size)
+        self.output_ln = nn.LayerNorm(hidden_size, eps=config["layer_norm_eps"])
+        self.output_bias = nn.Parameter(torch.zeros(self.n_items))
+        self.output_ffn.apply(self.backbone._init_weights)
+        self.output_ln.apply(self.backbone._init_weights)
+
+    def head(self, hidden):
+        """RecBole's output transform of a hidden state before it is scored against the item embeddings."""
+        return self.output_ln(gelu(self.output_ffn(hidden)))
+
+    def cloze(self, item_seq, item_seq_len, generator=None):
+        """One training draw: ``(masked_seq, targets)`` (see :func:`~recbole_srma.model.augment.cloze_mask`)."""
+        last_only = bool(torch.rand((), generator=generator, device=item_seq.device) < self.ft_ratio)
+        masked_seq, targets = cloze_mask(
+            item_seq, item_seq_len, self.mask_ratio, self.mask_token, last_only, self.max_targets, generator
+        )
+        # RecBole marks its padded target slots with index 0, so a target at position 0 never counts (module doc)
+        targets = targets & (torch.arange(targets.size(1), device=targets.device) > 0)
+        return masked_seq, targets
+
+    def encode_targets(self, masked_seq, item_seq_len, targets):
+        """Hidden states at the ``targets`` positions, ``[M, H]`` in row-major order (as ``seq[targets]``)."""
+        if self.backbone.fast_path:
+            hidden, layout = self.backbone.encode_packed(masked_seq, item_seq_len)
+            return hidden[layout.gather(targets[:, : layout.max_len, None]).squeeze(1)]
+        return self.backbone.encode(masked_seq)[targets]
+
+    def cloze_loss(self, item_seq, item_seq_len, masked_seq, targets):
+        """Mean cross-entropy of the original items at the ``targets`` positions of ``masked_seq``."""
+        labels = item_seq[targets]
+        if labels.numel() == 0:
+            return self.output_bias.sum() * 0.0
+        logits = self.head(self.encode_targets(masked_seq, item_seq_len, targets)) @ self.item_weights().t()
+        return F.cross_entropy(logits + self.output_bias, labels)
+
+    def calculate_loss(self, interaction):
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        masked_seq, targets = self.cloze(item_seq, item_seq_len)
+        return self.cloze_loss(item_seq, item_seq_len, masked_seq, targets)
+
+    def append_mask(self, item_seq, item_seq_len):
+        """RecBole's ``reconstruct_test_data``: the mask token after the last item, the first column dropped."""
+        padded = torch.cat([item_seq, item_seq.new_zeros(item_seq.size(0), 1)], dim=1)
+        padded = padded.scatter(1, item_seq_len.to(torch.long).unsqueeze(1), self.mask_token)
+        return padded[:, 1:]
+
+    def forward(self, item_seq, item_seq_len):
+        """The transformed hidden state at the appended mask token, [B, H]."""
+        return self.head(self.backbone(self.append_mask(item_seq, item_seq_len), item_seq_len))
+
+    def predict(self, interaction):
+        item = interaction[self.ITEM_ID]
+        return super().predict(interaction) + self.output_bias[item]
+
+    def full_sort_predict(self, interaction):
+        return super().full_sort_predict(interaction) + self.output_bias
