@@ -13,6 +13,8 @@
 # All runs use the protocol's defaults (properties/overall.yaml) and the tag "full": early stopping on valid
 # NDCG@10 with patience 10, at most 300 epochs. SASRec runs as PluginSASRec, RecBole's SASRec on the plugin's fast
 # path (same parameters and scores, 3-5x faster on CPU); one run of RecBole's own class checks that they agree.
+# BERT4Rec runs as PluginBERT4Rec, the same for RecBole's BERT4Rec; RecBole's own class comes last of all, as it
+# costs about 10x more per CPU epoch (a run of 10+ hours on a CPU).
 set -u
 cd "$(dirname "$0")/.."
 
@@ -30,9 +32,7 @@ run() {  # dataset model seed [extra run_models.py arguments]
 
 for dataset in $DATASETS; do
     # one seed of every model first, so that every row of the table fills before any gets its extra seeds
-    # BERT4Rec comes after the seeds and Table 2: RecBole's class costs about 10x PluginSASRec per epoch on CPU
-    # (docs/results.md), so on a CPU it would hold a lane for 10+ h before any of the cheaper runs start.
-    for model in PluginSASRec CL4SRec SRMA GRU4Rec CoSeRec DuoRec BT4SRec MCLRec; do
+    for model in PluginSASRec CL4SRec SRMA GRU4Rec CoSeRec DuoRec BT4SRec MCLRec PluginBERT4Rec; do
         run "$dataset" "$model" 2020
     done
     if [ "$dataset" = amazon-toys ]; then  # the SRMA paper's Table 2 ablations
@@ -45,7 +45,6 @@ for dataset in $DATASETS; do
             run "$dataset" "$model" "$seed"
         done
     done
-    run "$dataset" BERT4Rec 2020
     run "$dataset" SASRec 2020  # RecBole's own class, against PluginSASRec seed 2020
     if [ "$dataset" = amazon-toys ] || [ "$dataset" = amazon-sports ]; then  # the rest of the paper's ablations
         for variant in CL4SRec-wo-D CL4SRec-p0; do
@@ -54,5 +53,10 @@ for dataset in $DATASETS; do
         for variant in SRMA-complement-none SRMA-complement-transformer SRMA-complement-gru; do
             TAG="full-$variant" run "$dataset" SRMA 2020 --config-files "properties/ablation/$variant.yaml"
         done
+    fi
+done
+for dataset in $DATASETS; do
+    if [ "$dataset" = amazon-toys ]; then
+        run "$dataset" BERT4Rec 2020  # RecBole's own class, against PluginBERT4Rec seed 2020
     fi
 done
