@@ -35,6 +35,11 @@ def unique_checkpoint_path(checkpoint_dir, model_name, dataset_name):
     return os.path.join(checkpoint_dir, f"{model_name}-{dataset_name}-{stamp}-{os.getpid()}.pth")
 
 
+def _plain_metrics(result):
+    """A metrics dict as plain floats (loadable with ``weights_only=True``), or None."""
+    return None if result is None else {str(k): float(v) for k, v in result.items()}
+
+
 def atomic_torch_save(obj, path):
     with atomic_open(path, suffix=".tmp") as f:
         torch.save(obj, f)
@@ -89,7 +94,7 @@ class SafeCheckpointMixin:
             torch.distributed.broadcast_object_list(name, src=0)
             self.saved_model_file = name[0]
 
-    def _checkpoint_state(self, epoch):
+    def _checkpoint_state(self, epoch, best_valid_result=None):
         other = self.model.other_parameter()
         return {
             "format": CHECKPOINT_FORMAT,
@@ -99,6 +104,8 @@ class SafeCheckpointMixin:
             "epoch": epoch,
             "cur_step": self.cur_step,
             "best_valid_score": float(self.best_valid_score),
+            # a resumed run whose best epoch came before the stop must still report that epoch's metrics
+            "best_valid_result": _plain_metrics(best_valid_result or self.best_valid_result),
             "state_dict": self.model.state_dict(),
             "other_parameter": other if other is None or isinstance(other, dict) else None,
             "optimizer": self.optimizer.state_dict(),
@@ -107,7 +114,9 @@ class SafeCheckpointMixin:
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if is_main_process(self.config):
             saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-            atomic_torch_save(self._checkpoint_state(epoch), saved_model_file)
+            # RecBole saves the best model before it records that epoch's result as the best one
+            latest = getattr(self, "_latest_valid_result", None)
+            atomic_torch_save(self._checkpoint_state(epoch, latest), saved_model_file)
             if verbose:
                 self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
         # every process gets here at the same step (the decision rests on the reduced valid score); the others must
@@ -143,6 +152,7 @@ class SafeCheckpointMixin:
     def _valid_epoch(self, valid_data, show_progress=False):
         # RecBole's TensorBoard log has each loss term (Loss/Train0, 1, ...) but only the valid score; add every metric
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress)
+        self._latest_valid_result = valid_result
         if is_main_process(self.config):
             for metric, value in valid_result.items():
                 self.tensorboard.add_scalar(f"Valid/{metric}", float(value), getattr(self, "_epoch_in_progress", 0))
@@ -174,6 +184,7 @@ class SafeCheckpointMixin:
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
+        self.best_valid_result = checkpoint.get("best_valid_result")  # absent from checkpoints of older versions
         try:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
         except (KeyError, ValueError, TypeError) as err:

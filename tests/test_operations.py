@@ -112,6 +112,20 @@ def test_the_resume_command_continues_a_killed_run(tmp_path):
     assert not last.exists()
 
 
+def test_a_resumed_run_reports_the_best_epoch_from_before_the_stop(tmp_path):
+    config = tiny_config(tmp_path, **FAST, epochs=2)
+    best = run_recbole_srma(model="PluginSASRec", config_dict=config)["checkpoint"]
+    checkpoint = torch.load(best, weights_only=True)
+    saved = checkpoint["best_valid_result"]
+    assert saved and any(v == pytest.approx(checkpoint["best_valid_score"]) for v in saved.values())
+    # a score no later epoch can beat: the best epoch stays the one before the stop
+    checkpoint.update(kind="last", best_model_file=best, epoch=0, best_valid_score=2.0)
+    last = Path(best[:-4] + "-last.pth")
+    torch.save(checkpoint, last)
+    result = run_recbole_srma(model="PluginSASRec", config_dict=config, resume=str(last))
+    assert result["best_valid_result"] == pytest.approx(saved)
+
+
 # --- logging: the log file, TensorBoard scalars, the Weights & Biases switch -----------------------------------------
 
 
