@@ -22,8 +22,8 @@ The fast path (``fast_path: True``, the default; docs/performance.md) computes t
   cheaper on CPU), and attention computed explicitly so its dropout uses that mask too (``scaled_dot_product_
   attention`` with dropout falls back to a slow kernel on CPU).
 With ``bidirectional=True`` (BERT4Rec) every position attends to every real position, padding still excluded; the
-fast path is the same apart from that mask. Outputs equal the padded path's up to float rounding (tests/test_fast_path.py); in training the random masks are
-drawn differently, from the same distribution. Sequences must be left-aligned (RecBole's layout: item ids at
+fast path is the same apart from that mask. Outputs equal the padded path's up to float rounding
+(tests/test_fast_path.py); in training the random masks are drawn differently, from the same distribution. Sequences must be left-aligned (RecBole's layout: item ids at
 positions ``0 .. len - 1``, zeros after), which every augmentation keeps.
 """
 
