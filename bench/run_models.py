@@ -14,7 +14,8 @@ status "ok" for the same dataset, model, seed, tag and overrides is skipped, so 
 where it stopped. A run that was stopped (time budget, Ctrl-C, SIGTERM, a killed session) continues from the state
 after its last finished epoch (the trainer's ``<checkpoint>-last.pth``, found through the run's log) with the same
 optimiser state, early-stopping counter and best checkpoint; its log is appended to and its wall time accumulates
-across the pieces (kept in ``<log>.state.json``). ``--restart`` starts such runs from scratch instead. "failed" runs
+across the pieces (kept in ``<log>.state.json``). A run that finished but was not recorded (the runner was killed
+between its worker's last line and the results file) is recorded from its log. ``--restart`` starts such runs from scratch instead. "failed" runs
 and runs stopped before their first epoch ended start again.
 """
 
@@ -390,6 +391,18 @@ def resume_point(log, key):
     return (last, state) if os.path.isfile(last) else (None, None)
 
 
+def finished_in_log(log, key):
+    """The result of a run that finished but was never recorded (its runner was stopped between the worker's last
+    line and the results file), read from its log; None otherwise.
+
+    Only a run of this identity (its state file) whose trainer has removed its ``-last.pth`` counts: a fresh run
+    rewrites its log, so a result line in it is that run's.
+    """
+    if read_state(log, key) is None or not log.is_file() or resume_point(log, key)[0] is not None:
+        return None
+    return _parse_prefixed(log.read_text(errors="replace"), RESULT_PREFIX)
+
+
 def run_one(args, model, seed, overrides, config_files, paths, results_path, machine, git):
     dataset, tag = args.dataset, args.tag
     runs_dir = Path(args.runs_dir).resolve()
@@ -418,31 +431,40 @@ def run_one(args, model, seed, overrides, config_files, paths, results_path, mac
     if state is None:
         state = {"key": key, "started_utc": started, "wall_time_s": 0.0, "pieces": []}
     prior_wall = state["wall_time_s"]
-    state["pieces"].append({"started_utc": started, "resumed_from": resume_from, "wall_time_s": 0.0})
+    recovered = None if args.restart or resume_from else finished_in_log(log, key)
+    interrupted = None
+    if recovered is not None:
+        state = read_state(log, key)  # the stopped runner's: its start and wall time
+        prior_wall = state["wall_time_s"]
+        with open(log, "a") as f:
+            f.write(f"\n# finished before its runner was stopped: recorded from this log {started}\n")
+        returncode, timed_out = 0, False
+        peak_mb = recovered.get("worker_max_rss_mb") or 0.0
+    else:
+        state["pieces"].append({"started_utc": started, "resumed_from": resume_from, "wall_time_s": 0.0})
 
     def on_tick(elapsed):
         state["pieces"][-1]["wall_time_s"] = round(elapsed, 2)
         state["wall_time_s"] = round(prior_wall + elapsed, 2)
         write_state(log, state)
 
-    on_tick(0.0)
-    interrupted = None
-    with open(log, "a" if resume_from else "w") as f:
-        if resume_from:
-            f.write(f"\n# {command}\n# resumed from {resume_from} {started}\n")
-        else:
-            f.write(f"# {command}\n# run: model={model} seed={seed} tag={tag} started {started}\n")
-        f.write(f"# config_dict: {json.dumps(config_dict, default=str)}\n")
-        f.flush()
-        run_start = time.monotonic()
-        try:
-            returncode, wall, peak_mb, timed_out = launch(
-                spec, f, cwd=runs_dir / dataset, time_budget_s=budget_s, threads=args.threads, on_tick=on_tick
-            )
-        except BaseException as exc:  # Ctrl-C / SIGTERM: the run is down (launch stopped it); record where it got
-            interrupted = exc
-            returncode, wall, peak_mb, timed_out = None, time.monotonic() - run_start, 0.0, False
-    on_tick(wall)
+    if recovered is None:
+        with open(log, "a" if resume_from else "w") as f:
+            if resume_from:
+                f.write(f"\n# {command}\n# resumed from {resume_from} {started}\n")
+            else:
+                f.write(f"# {command}\n# run: model={model} seed={seed} tag={tag} started {started}\n")
+            f.write(f"# config_dict: {json.dumps(config_dict, default=str)}\n")
+            f.flush()
+            run_start = time.monotonic()
+            try:
+                returncode, wall, peak_mb, timed_out = launch(
+                    spec, f, cwd=runs_dir / dataset, time_budget_s=budget_s, threads=args.threads, on_tick=on_tick
+                )
+            except BaseException as exc:  # Ctrl-C / SIGTERM: launch stopped the run; record where it got
+                interrupted = exc
+                returncode, wall, peak_mb, timed_out = None, time.monotonic() - run_start, 0.0, False
+        on_tick(wall)
     if timed_out:
         with open(log, "a") as f:
             f.write(f"\n# stopped by the benchmark: time budget of {budget_s:.0f} s exceeded after {wall:.0f} s\n")

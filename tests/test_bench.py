@@ -92,6 +92,30 @@ def test_second_invocation_skips_finished_runs(bench):
     assert {p: p.stat().st_mtime_ns for p in logs} == logs
 
 
+def test_a_run_that_finished_unrecorded_is_recorded_from_its_log(bench, tmp_path):
+    """A runner stopped after its worker's last line but before it wrote the results file: the next invocation
+    records the finished run from the log instead of training it again."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(bench["root"] / "runs", runs)
+    trained = json.loads(bench["results"].read_text())[0]
+    log = runs / bench["dataset"] / "SASRec-seed2020.log"
+    before = log.read_text()
+    results = tmp_path / "results.json"  # holds no record of the run, as if the runner never wrote it
+    base = [a if a != str(bench["results"]) else str(results) for a in bench["base"]]
+    base = [a if a != str(bench["root"] / "runs") else str(runs) for a in base]
+    out = _run(RUNNER, [*base, "--models", "SASRec", "--seeds", "2020"], tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    [r] = json.loads(results.read_text())
+    assert r["status"] == "ok" and r["test"] == trained["test"] and r["epochs_trained"] == 1
+    assert r["wall_time_s"] == trained["wall_time_s"] and r["pieces"] == 1
+    assert r["started_utc"] == trained["started_utc"]
+    text = log.read_text()
+    assert text.startswith(before) and "recorded from this log" in text[len(before):]
+    assert text.count("epoch 0 training") == 1  # not trained again
+
+
 def test_time_budget_records_a_timeout(bench):
     out = _run(
         RUNNER,
