@@ -5,6 +5,7 @@ RecBole's own ``recbole.quick_start`` is never imported: it imports ray, which n
 setuptools >= 82), and its ``load_data_and_model`` unpickles whole Config objects.
 """
 
+import gc
 import logging
 import os
 import sys
@@ -127,6 +128,13 @@ def run_recbole_srma(
         **summary,
     }
     if not config["single_spec"]:
+        # Every rank reaches the end before any tears down, and the DDP reducer (which holds the gloo group) is freed
+        # now rather than during interpreter shutdown, where gloo's threads can abort the process (SIGABRT,
+        # "terminate called without an active exception") after the run has succeeded.
+        dist.barrier()
+        trainer.tensorboard.close()
+        del trainer, model
+        gc.collect()
         dist.destroy_process_group()
     if config["local_rank"] == 0 and queue is not None:
         queue.put(result)
@@ -141,6 +149,13 @@ def _run_rank(rank, kwargs):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // kwargs["config_dict"]["nproc"]))
     kwargs["config_dict"] = dict(kwargs.get("config_dict") or {}, local_rank=rank)
     run_recbole_srma(**kwargs)
+    # The run is done and its result handed over (a SimpleQueue writes synchronously): leave without interpreter
+    # finalisation, where native threads of the process group can still crash a finished rank. An exception above
+    # takes the normal path, so the parent reports its traceback.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run(
