@@ -11,8 +11,11 @@
 # `kill -TERM -- -<its pid>`: the run in progress is recorded as interrupted and continues next time.
 #
 # All runs use the protocol's defaults (properties/overall.yaml) and the tag "full": early stopping on valid
-# NDCG@10 with patience 10, at most 300 epochs. SASRec runs as PluginSASRec, RecBole's SASRec on the plugin's fast
-# path (same parameters and scores, 3-5x faster on CPU); one run of RecBole's own class checks that they agree.
+# NDCG@10 with patience 10, at most 300 epochs. The order: every dataset's table first (one seed of every model, the
+# Table 2 ablations on amazon-toys, two more seeds of SASRec, CL4SRec and SRMA), then the checks of the fast paths
+# against RecBole's own classes and the other ablations. SASRec runs as PluginSASRec, RecBole's SASRec on the
+# plugin's fast path (same parameters and scores, 3-5x faster on CPU); one run of RecBole's own class checks that
+# they agree.
 # BERT4Rec runs as PluginBERT4Rec, the same for RecBole's BERT4Rec; RecBole's own class comes last of all, as it
 # costs about 10x more per CPU epoch (a run of 10+ hours on a CPU).
 set -u
@@ -45,6 +48,9 @@ for dataset in $DATASETS; do
             run "$dataset" "$model" "$seed"
         done
     done
+done
+# checks and extra ablations only after every dataset has its table
+for dataset in $DATASETS; do
     run "$dataset" SASRec 2020  # RecBole's own class, against PluginSASRec seed 2020
     if [ "$dataset" = amazon-toys ] || [ "$dataset" = amazon-sports ]; then  # the rest of the paper's ablations
         for variant in CL4SRec-wo-D CL4SRec-p0; do
