@@ -15,8 +15,8 @@ where it stopped. A run that was stopped (time budget, Ctrl-C, SIGTERM, a killed
 after its last finished epoch (the trainer's ``<checkpoint>-last.pth``, found through the run's log) with the same
 optimiser state, early-stopping counter and best checkpoint; its log is appended to and its wall time accumulates
 across the pieces (kept in ``<log>.state.json``). A run that finished but was not recorded (the runner was killed
-between its worker's last line and the results file) is recorded from its log. ``--restart`` starts such runs from scratch instead. "failed" runs
-and runs stopped before their first epoch ended start again.
+between its worker's last line and the results file) is recorded from its log. ``--restart`` starts such runs from
+scratch instead. "failed" runs and runs stopped before their first epoch ended start again.
 """
 
 import argparse
@@ -428,14 +428,14 @@ def run_one(args, model, seed, overrides, config_files, paths, results_path, mac
     budget_s = args.time_budget_min * 60 if args.time_budget_min else None
     started = now_utc()
     command = shlex.join([sys.executable, *sys.argv])
-    if state is None:
-        state = {"key": key, "started_utc": started, "wall_time_s": 0.0, "pieces": []}
-    prior_wall = state["wall_time_s"]
     recovered = None if args.restart or resume_from else finished_in_log(log, key)
-    interrupted = None
     if recovered is not None:
         state = read_state(log, key)  # the stopped runner's: its start and wall time
-        prior_wall = state["wall_time_s"]
+    elif state is None:
+        state = {"key": key, "started_utc": started, "wall_time_s": 0.0, "pieces": []}
+    prior_wall = state["wall_time_s"]
+    interrupted = None
+    if recovered is not None:
         with open(log, "a") as f:
             f.write(f"\n# finished before its runner was stopped: recorded from this log {started}\n")
         returncode, timed_out = 0, False

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,8 +96,6 @@ def test_second_invocation_skips_finished_runs(bench):
 def test_a_run_that_finished_unrecorded_is_recorded_from_its_log(bench, tmp_path):
     """A runner stopped after its worker's last line but before it wrote the results file: the next invocation
     records the finished run from the log instead of training it again."""
-    import shutil
-
     runs = tmp_path / "runs"
     shutil.copytree(bench["root"] / "runs", runs)
     trained = json.loads(bench["results"].read_text())[0]
