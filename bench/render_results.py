@@ -518,12 +518,14 @@ def plot_dataset(dataset, records, img_dir):
             ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=90, fontsize=6)
             ax.set_title(f"{dataset}: test {label}")
             ax.grid(axis="y", alpha=0.3)
-        axes[0].legend(
+        # Above the axes, because inside them it hides the tallest bars.
+        fig.legend(
             handles=[plt.Rectangle((0, 0), 1, 1, color="#4c72b0"), plt.Rectangle((0, 0), 1, 1, color="#bbbbbb"),
                      plt.Rectangle((0, 0), 1, 1, facecolor="#4c72b0", hatch="//", edgecolor="black")],
-            labels=["ours (complete)", "published", "ours, partial (budget)"], fontsize=7,
+            labels=["ours (complete)", "published", "ours, partial (budget)"], fontsize=8, ncol=3,
+            loc="upper center",
         )
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.94))
         name = f"{dataset}-vs-published.png"
         fig.savefig(img_dir / name, dpi=110)
         plt.close(fig)
