@@ -315,3 +315,25 @@ def test_a_run_held_by_another_runner_is_skipped(tmp_path):
     again = runner.claim_run(log)
     assert again is not None
     again.close()
+
+
+def test_history_mask_recomputes_recbole_metrics_and_masks_repeated_targets(bench, tmp_path):
+    """bench/history_mask.py: its RecBole column equals the trainer's test metrics; masking zeroes the repeats."""
+    record = next(r for r in json.loads(bench["results"].read_text()) if r["model"] == "SASRec")
+    best = [p for p in (bench["root"] / "runs").rglob("SASRec-*.pth") if not p.name.endswith("-last.pth")]
+    assert len(best) == 1, best
+    out_file = tmp_path / "mask.json"
+    script = REPO / "bench" / "history_mask.py"
+    out = _run(script, [str(best[0]), "--threads", "1", "--json", str(out_file)], tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = json.loads(out_file.read_text())
+
+    sequences = [line.split()[1:] for line in (bench["root"] / f"{bench['dataset']}.txt").read_text().splitlines()]
+    repeats = sum(seq[-1] in seq[:-1] for seq in sequences)
+    assert summary["users"] == len(sequences) and summary["users_target_in_history"] == repeats > 0
+    for metric in METRICS:
+        assert abs(summary["recbole"][metric] - record["test"][metric]) <= 1e-4, metric
+        assert summary["masked_target_in_history"][metric] == 0.0
+        # masking only removes competitors of a target that is not in the history, so it can only rise
+        assert summary["masked_target_new"][metric] >= summary["recbole_target_new"][metric]
+    assert summary["recbole_target_in_history"]["hit@20"] > 0  # else the masked column could not differ
