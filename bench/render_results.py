@@ -81,7 +81,9 @@ with how far they got, and the runner continues them from their last finished ep
 
 **Protocols differ.** The SRMA paper's numbers come from its Salesforce code (masked history, a BPR-style loss for
 SASRec), ours from RecBole's full-sort evaluation with a cross-entropy loss, so differences from that paper are
-indicative only; the MCLRec paper uses a RecBole-style protocol.
+indicative only; the MCLRec paper uses a RecBole-style protocol. The masking matters on yelp, where 6.7 % of the
+test items repeat an earlier one: `bench/history_mask.py` scores a checkpoint both ways (yelp's notes give the
+numbers).
 
 Metrics are test HR (hit ratio) and NDCG at 5, 10 and 20, full ranking over all items, leave-one-out split; with
 several seeds a cell is the mean ± sample standard deviation. Absolute wall times depend on the machine (given per
