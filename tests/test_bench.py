@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -320,8 +321,9 @@ def test_a_run_held_by_another_runner_is_skipped(tmp_path):
 def test_history_mask_recomputes_recbole_metrics_and_masks_repeated_targets(bench, tmp_path):
     """bench/history_mask.py: its RecBole column equals the trainer's test metrics; masking zeroes the repeats."""
     record = next(r for r in json.loads(bench["results"].read_text()) if r["model"] == "SASRec")
-    best = [p for p in (bench["root"] / "runs").rglob("SASRec-*.pth") if not p.name.endswith("-last.pth")]
-    assert len(best) == 1, best
+    saved = re.findall(r"Saving current: (\S+\.pth)", Path(record["log"]).read_text())
+    assert saved, "the run's log names no checkpoint"
+    best = [Path(saved[-1])]
     out_file = tmp_path / "mask.json"
     script = REPO / "bench" / "history_mask.py"
     out = _run(script, [str(best[0]), "--threads", "1", "--json", str(out_file)], tmp_path)
