@@ -77,23 +77,21 @@ def evaluate(model, dataset, test_data, device):
         users = interaction[dataset.uid_field].cpu().numpy()
         target = torch.full((scores.size(0),), -1, dtype=torch.long)
         target[positive_u.cpu()] = positive_i.cpu()
+        rows, cols, rep = [], [], []
         for row, user in enumerate(users):
-            last, _ = histories[int(user)]
+            last, earlier = histories[int(user)]
             if int(target[row]) != last:
                 raise SystemExit(
                     f"error: user {user}'s test item is {int(target[row])}, not their last item {last}; this "
                     "script assumes RecBole's leave-one-out split of a sequential dataset (eval_args split LS)"
                 )
-        top = torch.topk(scores, max(KS), dim=1).indices.cpu()
-        per["recbole"].append(_hits_and_gains(top, target))
-        rows, cols, rep = [], [], []
-        for row, user in enumerate(users):
-            last, earlier = histories[int(user)]
             rows.append(np.full(len(earlier), row))
             cols.append(earlier)
             rep.append(bool((earlier == last).any()))
         rows = torch.from_numpy(np.concatenate(rows)).to(scores.device)
         cols = torch.from_numpy(np.concatenate(cols)).to(scores.device)
+        top = torch.topk(scores, max(KS), dim=1).indices.cpu()
+        per["recbole"].append(_hits_and_gains(top, target))
         scores[rows, cols] = -torch.inf
         top = torch.topk(scores, max(KS), dim=1).indices.cpu()
         per["masked"].append(_hits_and_gains(top, target))

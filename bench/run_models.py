@@ -522,6 +522,7 @@ def run_one(args, model, seed, overrides, config_files, paths, results_path, mac
             valid={m: result["valid"].get(m) for m in METRICS},
             test={m: result["test"].get(m) for m in METRICS},
             gpu_peak_mem_mb=round(result["gpu_peak_mem_mb"], 1) if result.get("gpu_peak_mem_mb") else None,
+            checkpoint=_display_path(result["checkpoint"]) if result.get("checkpoint") else None,
             **training_curves(text),
         )
     elif status in ("timeout", "interrupted"):

@@ -3,7 +3,6 @@
 import importlib.util
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -321,12 +320,10 @@ def test_a_run_held_by_another_runner_is_skipped(tmp_path):
 def test_history_mask_recomputes_recbole_metrics_and_masks_repeated_targets(bench, tmp_path):
     """bench/history_mask.py: its RecBole column equals the trainer's test metrics; masking zeroes the repeats."""
     record = next(r for r in json.loads(bench["results"].read_text()) if r["model"] == "SASRec")
-    saved = re.findall(r"Saving current: (\S+\.pth)", Path(record["log"]).read_text())
-    assert saved, "the run's log names no checkpoint"
-    best = [Path(saved[-1])]
+    assert Path(record["checkpoint"]).is_file() and record["checkpoint"].endswith(".pth")
     out_file = tmp_path / "mask.json"
     script = REPO / "bench" / "history_mask.py"
-    out = _run(script, [str(best[0]), "--threads", "1", "--json", str(out_file)], tmp_path)
+    out = _run(script, [record["checkpoint"], "--threads", "1", "--json", str(out_file)], tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.loads(out_file.read_text())
 
