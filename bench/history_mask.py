@@ -48,22 +48,25 @@ def user_histories(dataset, item_seq_field, item_seq_len_field):
     }
 
 
-def _hits_and_gains(topk_items, target):
-    """Per row: rank position of ``target`` within ``topk_items`` (or -1), as hit and NDCG arrays per k."""
-    match = topk_items == target.unsqueeze(1)
-    found = match.any(dim=1)
-    rank = torch.where(found, match.float().argmax(dim=1), torch.full_like(target, -1))
+def _per_user(metrics, topk_items, target):
+    """Per-user hit and NDCG at each k, from RecBole's own metric classes (one positive item per user)."""
+    pos_index = (topk_items == target.unsqueeze(1)).numpy()
+    hit = metrics["hit"].metric_info(pos_index)
+    ndcg = metrics["ndcg"].metric_info(pos_index, np.ones(len(target), dtype=np.int64))
     out = {}
     for k in KS:
-        hit = (rank >= 0) & (rank < k)
-        out[f"hit@{k}"] = hit.float()
-        out[f"ndcg@{k}"] = torch.where(hit, 1.0 / torch.log2(rank.float() + 2.0), torch.zeros(hit.shape))
+        out[f"hit@{k}"] = torch.from_numpy(hit[:, k - 1]).float()
+        out[f"ndcg@{k}"] = torch.from_numpy(ndcg[:, k - 1]).float()
     return out
 
 
 @torch.no_grad()
-def evaluate(model, dataset, test_data, device):
+def evaluate(model, dataset, test_data, config):
     """Per-user metric arrays for both conventions, and which users' target repeats an earlier item."""
+    from recbole.evaluator.metrics import NDCG, Hit
+
+    metrics = {"hit": Hit(config), "ndcg": NDCG(config)}
+    device = config["device"]
     histories = user_histories(dataset, model.ITEM_SEQ, model.ITEM_SEQ_LEN)
     n_items = dataset.item_num
     per = {"recbole": [], "masked": []}
@@ -91,10 +94,10 @@ def evaluate(model, dataset, test_data, device):
         rows = torch.from_numpy(np.concatenate(rows)).to(scores.device)
         cols = torch.from_numpy(np.concatenate(cols)).to(scores.device)
         top = torch.topk(scores, max(KS), dim=1).indices.cpu()
-        per["recbole"].append(_hits_and_gains(top, target))
+        per["recbole"].append(_per_user(metrics, top, target))
         scores[rows, cols] = -torch.inf
         top = torch.topk(scores, max(KS), dim=1).indices.cpu()
-        per["masked"].append(_hits_and_gains(top, target))
+        per["masked"].append(_per_user(metrics, top, target))
         repeat.extend(rep)
     merged = {
         conv: {m: torch.cat([b[m] for b in batches]) for m in batches[0]} for conv, batches in per.items()
@@ -129,7 +132,7 @@ def main(argv=None):
     from recbole_srma import load_data_and_model
 
     config, model, dataset, _, _, test_data = load_data_and_model(str(args.checkpoint))
-    per_user, repeat = evaluate(model, dataset, test_data, config["device"])
+    per_user, repeat = evaluate(model, dataset, test_data, config)
     summary = {"checkpoint": str(args.checkpoint), "model": config["model"], "dataset": config["dataset"]}
     summary.update(summarize(per_user, repeat))
 
