@@ -32,7 +32,8 @@ SOURCES = {
 }
 
 # Published test numbers, full ranking: HR@5, HR@10, HR@20, NDCG@5, NDCG@10, NDCG@20.
-# dataset -> list of (source, model, values); sources as in SOURCES.
+# dataset -> list of (source, model, values); sources as in SOURCES. None: the source's value cannot be right
+# (it breaks NDCG@5 <= NDCG@10 <= NDCG@20), so it is shown as n/a and never compared.
 PUBLISHED = {
     "amazon-sports": [
         ("SRMA paper", "SASRec", (0.0206, 0.0320, 0.0497, 0.0135, 0.0172, 0.0216)),
@@ -47,8 +48,10 @@ PUBLISHED = {
         ("SRMA paper", "CL4SRec", (0.0227, 0.0384, 0.0623, 0.0143, 0.0194, 0.0254)),
         ("SRMA paper", "CoSeRec", (0.0241, 0.0395, 0.0649, 0.0151, 0.0205, 0.0263)),
         ("SRMA paper", "SRMA", (0.0243, 0.0395, 0.0646, 0.0154, 0.0207, 0.0266)),
-        # The MCLRec paper's Yelp NDCG columns are not internally consistent (its DuoRec row has NDCG@10 < NDCG@5);
-        # MCLRec's numbers here are those its repository's README prints for its released checkpoint.
+        # The MCLRec paper's Yelp NDCG columns are not internally consistent (its DuoRec row has NDCG@10 .0235,
+        # below its NDCG@5); MCLRec's numbers here are those its repository's README prints for its released
+        # checkpoint, and DuoRec's NDCG@5 is the README's too.
+        ("MCLRec paper", "DuoRec", (0.0429, 0.0614, 0.0868, 0.0324, None, 0.0447)),
         ("MCLRec paper", "MCLRec", (0.0454, 0.0647, 0.0941, 0.0332, 0.0394, 0.0467)),
     ],
     "amazon-toys": [
@@ -167,6 +170,10 @@ def mean_metric(group, metric):
     values = [(r.get("test") or {}).get(metric) for r in group]
     values = [v for v in values if v is not None]
     return statistics.mean(values) if values else None
+
+
+def fmt_published(value):
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def fmt_rel(ours, published):
@@ -332,7 +339,9 @@ def headline(dataset, groups, other):
     for model in HEADLINE_MODELS:
         group = headline_group(groups, model)
         pubs = [(source, dict(zip(METRICS, values))) for source, m, values in published if m == model]
-        pub_txt = "<br>".join(f"{v['hit@10']:.4f} / {v['ndcg@10']:.4f} ({source})" for source, v in pubs) or "-"
+        pub_txt = "<br>".join(
+            f"{fmt_published(v['hit@10'])} / {fmt_published(v['ndcg@10'])} ({source})" for source, v in pubs
+        ) or "-"
         if group is None:
             running = in_progress(other, model)
             if running:
@@ -356,7 +365,8 @@ def headline(dataset, groups, other):
         for source, values in pubs:
             rel = [fmt_rel(ours[m], values[m]) for m in ("hit@10", "ndcg@10")]
             diffs.append(" / ".join(rel) + (" (partial)" if partial else ""))
-            worst = min((ours[m] / values[m] - 1) for m in ("hit@10", "ndcg@10") if ours[m] is not None)
+            worst = min(((ours[m] / values[m] - 1) for m in ("hit@10", "ndcg@10") if ours[m] is not None and values[m]),
+                        default=0.0)
             if worst < SHORTFALL and not partial:
                 short.append(f"{model} vs the {source} ({worst * 100:+.1f}%)".replace("-", "−"))
         rows.append([
@@ -423,10 +433,13 @@ def render_dataset(dataset, records, notes=None):
     published = PUBLISHED.get(dataset, [])
     if published:
         out += ["### Published numbers (test, full ranking)", ""]
-        rows = [[model, source, *[f"{v:.4f}" for v in values]] for source, model, values in published]
+        rows = [[model, source, *[fmt_published(v) for v in values]] for source, model, values in published]
         out += [table(["Model", "Source", *METRIC_LABELS], rows), ""]
         names = dict.fromkeys(source for source, _, _ in published)
         out += ["Sources: " + "; ".join(f"{name}: {SOURCES[name]}" for name in names) + ".", ""]
+        if any(v is None for _, _, values in published for v in values):
+            out += ["n/a: the source prints a value that cannot be right (it breaks NDCG@5 ≤ NDCG@10 ≤ NDCG@20), "
+                    "so it is left out and never compared.", ""]
 
         compare = []
         for group in groups.values():
@@ -517,6 +530,8 @@ def plot_dataset(dataset, records, img_dir):
             for i, (name, _, values, partial, kind) in enumerate(bars):
                 ax.bar(i, values.get(metric) or 0.0, color="#4c72b0" if kind == "ours" else "#bbbbbb",
                        hatch="//" if partial else None, edgecolor="black", linewidth=0.4)
+                if values.get(metric) is None:
+                    ax.text(i, 0, "n/a", ha="center", va="bottom", rotation=90, fontsize=6)
             ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=90, fontsize=6)
             ax.set_title(f"{dataset}: test {label}")
             ax.grid(axis="y", alpha=0.3)

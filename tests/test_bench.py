@@ -208,6 +208,26 @@ def test_relative_difference_against_published_numbers():
         assert all(source in renderer.SOURCES and len(values) == 6 for source, _, values in entries)
     assert renderer.fmt_rel(0.0330, 0.0300) == "+10.0%"
     assert renderer.fmt_rel(0.0270, 0.0300) == "−10.0%"
+    assert renderer.fmt_rel(0.0270, None) == "-"
+
+
+def test_a_published_value_that_cannot_be_right_is_shown_as_na_and_not_compared():
+    """The MCLRec paper's yelp DuoRec NDCG@10 (.0235) is below its NDCG@5: the report must not compare with it."""
+    renderer = _load(RENDERER, "bench_render_results")
+    [duorec] = [v for source, m, v in renderer.PUBLISHED["yelp"] if m == "DuoRec"]
+    assert duorec[renderer.METRICS.index("ndcg@10")] is None and duorec[renderer.METRICS.index("hit@10")] == 0.0614
+    # a DuoRec far below the paper's HR@10 is flagged from HR@10 alone; NDCG@10 is not compared
+    record = dict(_record("DuoRec", 0.0150), dataset="yelp")  # HR@10 .0300: −51 % against .0614
+    page = renderer.render([record])
+    yelp = page[page.index("## yelp") :]
+    glance = yelp[: yelp.index("### Our runs")]
+    [row] = [line for line in glance.splitlines() if line.startswith("| **DuoRec** |")]
+    assert "0.0614 / n/a (MCLRec paper)" in row and "−51.1% / -" in row
+    assert "DuoRec vs the MCLRec paper (−51.1%)" in yelp
+    published = yelp[yelp.index("### Published numbers") :]
+    assert "| DuoRec | MCLRec paper | 0.0429 | 0.0614 | 0.0868 | 0.0324 | n/a | 0.0447 |" in published
+    assert "n/a: the source prints a value that cannot be right" in published
+    assert "n/a: the source" not in page[: page.index("## yelp")]  # only where a value is left out
 
 
 def _record(model, ndcg, *, status="ok", stopped=True, overrides=None, seed=2020, config_files=(), curve=None):
