@@ -365,8 +365,8 @@ def headline(dataset, groups, other):
         for source, values in pubs:
             rel = [fmt_rel(ours[m], values[m]) for m in ("hit@10", "ndcg@10")]
             diffs.append(" / ".join(rel) + (" (partial)" if partial else ""))
-            worst = min(((ours[m] / values[m] - 1) for m in ("hit@10", "ndcg@10") if ours[m] is not None and values[m]),
-                        default=0.0)
+            compared = [m for m in ("hit@10", "ndcg@10") if ours[m] is not None and values[m]]
+            worst = min((ours[m] / values[m] - 1 for m in compared), default=0.0)
             if worst < SHORTFALL and not partial:
                 short.append(f"{model} vs the {source} ({worst * 100:+.1f}%)".replace("-", "−"))
         rows.append([
