@@ -88,6 +88,14 @@ indicative only; the MCLRec paper uses a RecBole-style protocol. The masking mat
 test items repeat an earlier one: `bench/history_mask.py` scores a checkpoint both ways (yelp's notes give the
 numbers).
 
+**One protocol per table.** A RecBole model and a plugin model in one table ran under the same protocol: the plugin's
+Config gives the plugin's models and RecBole's next-item sequential models (SASRec, GRU4Rec, BERT4Rec, ...) the same
+`properties/overall.yaml`; `bench/run_models.py` refuses any other RecBole model (those keep RecBole's own split and
+metrics), records each run's protocol settings (split, ranking mode, metrics, cut-offs, validation metric, loss,
+negative sampling, history length), and this page is not rendered if two runs of one dataset differ in them. Runs
+recorded before 2026-12-07 carry no such record; they ran when the protocol was layered over every model's defaults,
+and every model in them is a plugin model or a RecBole next-item sequential model.
+
 Metrics are test HR (hit ratio) and NDCG at 5, 10 and 20, full ranking over all items, leave-one-out split; with
 several seeds a cell is the mean ± sample standard deviation. Absolute wall times depend on the machine (given per
 run).
@@ -576,6 +584,17 @@ def load_notes(results_dir):
     return {p.name[: -len(".notes.md")]: p.read_text() for p in Path(results_dir).glob("*.notes.md")}
 
 
+def check_one_protocol(dataset, records):
+    """Refuse a dataset whose recorded runs differ in their protocol settings (``protocol``, bench/run_models.py)."""
+    seen = {}
+    for r in records:
+        if r.get("protocol"):
+            seen.setdefault(json.dumps(r["protocol"], sort_keys=True), []).append(f"{r['model']} seed {r['seed']}")
+    if len(seen) > 1:
+        variants = "; ".join(f"{', '.join(runs)}: {protocol}" for protocol, runs in seen.items())
+        raise SystemExit(f"error: {dataset}: runs with different protocols cannot share a table ({variants})")
+
+
 def render(records, notes=None, images=None):
     """The page; ``images`` maps a dataset to its chart file names (relative to the page's ``img/`` folder)."""
     notes = notes or {}
@@ -583,6 +602,8 @@ def render(records, notes=None, images=None):
     by_dataset = OrderedDict()
     for r in records:
         by_dataset.setdefault(r["dataset"], []).append(r)
+    for dataset, dataset_records in by_dataset.items():
+        check_one_protocol(dataset, dataset_records)
     if not by_dataset:
         return "\n".join([HEADER, "No benchmark records yet: run `bench/run_models.py` (see `bench/README.md`).", ""])
     # the report's datasets always have a section, so that what was not run is said, not left out

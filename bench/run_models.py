@@ -65,7 +65,7 @@ def worker_main(spec_json):
 
     import torch
 
-    from recbole_srma.config import Config
+    from recbole_srma.config import Config, protocol_settings
     from recbole_srma.quick_start import run_recbole_srma
 
     model, dataset, config_dict = spec["model"], spec["dataset"], spec["config_dict"]
@@ -74,8 +74,14 @@ def worker_main(spec_json):
     # The resolved configuration (cheap to build): the epoch budget and the device the run will really use.
     files = spec.get("config_files") or None
     config = Config(model=model, dataset=dataset, config_file_list=files, config_dict=dict(config_dict))
+    if not config.follows_protocol:
+        # its rows would sit in a table of results computed under another split and other metrics
+        print(f"error: {model} keeps RecBole's own defaults (it does not follow the plugin's protocol): it cannot be "
+              "compared in these tables", file=sys.stderr, flush=True)
+        return 2
     device = config["device"]
     env = {
+        "protocol": protocol_settings(config),
         "epochs": config["epochs"],
         "device": device.type,
         "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
@@ -509,6 +515,7 @@ def run_one(args, model, seed, overrides, config_files, paths, results_path, mac
         "git_commit": git[0],
         "git_dirty": git[1],
         "command": command,
+        "protocol": env.get("protocol"),
         "equivalent_command": equivalent_command(model, dataset, seed, overrides, paths, config_files),
         "log": _display_path(log),
         "started_utc": state["started_utc"],

@@ -38,7 +38,8 @@ from run_models import REPO, git_state, machine_info, now_utc, parse_value  # no
 
 DEFAULT_ARMS = ["stock/SASRec", "PluginSASRec", "CL4SRec", "SRMA"]
 RESULT_PREFIX = "SPEED_RESULT "
-# Keys of the plugin's overall.yaml that RecBole itself does not read (left out of the stock arm's config).
+# Left out of the stock arm's config: the plugin's own keys (RecBole does not read them) and the plugin's CPU
+# eval_batch_size (the stock arm keeps RecBole's).
 PLUGIN_ONLY_KEYS = {"raw_data_dir", "raw_cache_dir", "eval_batch_size"}
 
 
@@ -208,8 +209,11 @@ def _stock_config(spec):
     from recbole_srma import compat  # noqa: F401  (numpy aliases: RecBole 1.2.1 cannot start on numpy 2 without)
     from recbole.config import Config as RecBoleConfig
 
+    from recbole_srma.data.convert import LOAD_COL
+
     protocol = yaml.safe_load((REPO / "properties" / "overall.yaml").read_text())
     config_dict = {k: v for k, v in protocol.items() if k not in PLUGIN_ONLY_KEYS}
+    config_dict["load_col"] = LOAD_COL  # the converted file's columns (the plugin's Config adds them itself)
     config_dict.update(spec["common"], **spec["overrides"])
     for key in PLUGIN_ONLY_KEYS | {"complement_epochs"}:
         config_dict.pop(key, None)

@@ -40,6 +40,11 @@ exhaustive ``HyperTuning`` gives hyperopt       :class:`_NumpyForHyperopt` (RecB
 >= 0.2.7 a ``RandomState`` (no ``integers``)
 ``eval_batch_size`` 4096 is 3x slower than 256    ``eval_batch_size: 256`` in properties/overall.yaml
 on a 2-core CPU
+graph models (LightGCN, NGCF, NCL, GCMC,           :func:`patch_scipy`: puts the removed private method back
+SpectralCF, KGIN, MCCLK) call
+``dok_matrix._update``, gone from scipy >= 1.12
+``ray`` (RecBole's requirement, 150 MB, only for   not installed: setup.cfg declares RecBole's other requirements and
+its ``run_hyper --tool Ray``)                    RecBole is installed with ``--no-deps`` (README, docs/design.md)
 ===============================================  ====================================================================
 """
 
@@ -93,11 +98,13 @@ def patch_recbole():
     global _recbole_patched
     if _recbole_patched:
         return
+    check_recbole_installed()
     check_pandas()
     import torch
     import recbole.model.sequential_recommender  # noqa: F401  (runs sine.py's import-time side effect)
 
     torch.autograd.set_detect_anomaly(False)
+    patch_scipy()
     _silence_known_recbole_warnings()
     import recbole.trainer.trainer as recbole_trainer
 
@@ -113,6 +120,18 @@ def patch_recbole():
         if hasattr(module, "ensure_dir"):
             module.ensure_dir = ensure_dir
     _recbole_patched = True
+
+
+def patch_scipy():
+    """Give ``scipy.sparse.dok_matrix`` back the private ``_update`` (a bulk insert without per-key checks) that
+    RecBole 1.2.1's graph models use to build their adjacency matrix; scipy 1.12 removed it."""
+    import scipy.sparse as sp
+
+    if not hasattr(sp.dok_matrix, "_update"):
+        def _update(self, data):
+            self._dict.update(data)
+
+        sp.dok_matrix._update = _update
 
 
 def ensure_dir(dir_path):
@@ -176,6 +195,8 @@ def _silence_known_recbole_warnings():
     warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler.*", category=FutureWarning)
     # numpy 2: RecBole's SequentialDataset passes torch tensors to numpy functions; the result is still correct.
     warnings.filterwarnings("ignore", message=r"__array_wrap__ must accept context", category=DeprecationWarning)
+    # torch: RecBole's graph models (LightGCN, NGCF, ...) build their adjacency with the deprecated constructor.
+    warnings.filterwarnings("ignore", message=r"torch\.sparse\.SparseTensor\(indices, values, shape", category=UserWarning)
 
 
 _logger_handlers = []
@@ -207,6 +228,21 @@ def init_logger(config):
     finally:
         for handler in others:
             root.addHandler(handler)
+
+
+RECBOLE_INSTALL = "pip install --no-deps recbole==1.2.1"
+
+
+def check_recbole_installed():
+    """Raise ImportError with the install command when RecBole is missing: setup.cfg cannot require it (pip would
+    install its ray requirement too), so ``pip install -e .`` alone does not bring it (README, Install)."""
+    import importlib.util
+
+    if importlib.util.find_spec("recbole") is None:
+        raise ImportError(
+            f"recbole-srma needs RecBole 1.2.1, which is not installed. Fix: {RECBOLE_INSTALL} "
+            '(or pip install -e ".[ray]" for RecBole with all its requirements, ray included)'
+        )
 
 
 def check_pandas(version=None):

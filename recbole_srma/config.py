@@ -3,13 +3,16 @@
 Precedence, lowest to highest (RecBole's own order with the plugin's defaults slotted in above RecBole's):
 
 1. RecBole's defaults (its overall.yaml, model yaml, dataset yamls and quick-start yamls),
-2. the plugin's ``properties/overall.yaml`` (the evaluation protocol shared by every model, RecBole's included),
-   then ``properties/backbone.yaml`` (plugin models only), ``properties/model/<Model>.yaml``,
-   ``properties/dataset/<dataset>.yaml`` and ``properties/model/<Model>/<dataset>.yaml`` (a model's published
-   settings for one dataset, where the paper gives them),
+2. the plugin's ``properties/plugin.yaml`` (keys only the plugin reads, every model), then, for the models that follow
+   the protocol (:func:`follows_protocol`), ``properties/overall.yaml`` (the protocol), ``properties/backbone.yaml``
+   (plugin models only), ``properties/model/<Model>.yaml``; then ``properties/dataset/<dataset>.yaml`` (every model)
+   and ``properties/model/<Model>/<dataset>.yaml`` (a model's published settings for one dataset),
 3. config files (``config_file_list`` / ``--config_files``), in order,
 4. the ``config_dict`` argument,
 5. ``--key=value`` on the command line.
+
+Any other RecBole model (general, context-aware, knowledge-aware, DIN / DIEN, GRU4RecKG / KSR) gets exactly what
+RecBole's own Config gives it, plus the keys of ``plugin.yaml``.
 """
 
 import copy
@@ -17,18 +20,59 @@ import difflib
 import os
 from pathlib import Path
 
+import yaml
+
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import (
+    ModelType,
     dataset_arguments,
     evaluation_arguments,
     general_arguments,
     training_arguments,
 )
 
-from recbole_srma import registry
+from recbole_srma import hparams, registry
+from recbole_srma.data.convert import LOAD_COL, sidecar_path
 from recbole_srma.errors import ConfigError
 
 PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
+
+# RecBole's sequential models that RecBole itself does not configure as next-item rankers (its quick-start config for
+# them is not sequential.yaml): DIN and DIEN are click-through models (labels, AUC on 100 sampled negatives),
+# GRU4RecKG and KSR need pre-trained knowledge-graph embeddings. They keep RecBole's defaults.
+RECBOLE_SEQUENTIAL_NOT_NEXT_ITEM = frozenset({"DIN", "DIEN", "GRU4RecKG", "KSR"})
+
+# The columns of a file written by the plugin's converter, loaded for every model on such a file.
+CONVERTED_LOAD_COL = LOAD_COL
+
+
+#: The settings that make two results comparable: split, ranking mode, metrics and cut-offs, model selection, loss
+#: and negative sampling, history length. bench/run_models.py records them per run and bench/render_results.py
+#: refuses a table whose rows differ in them.
+PROTOCOL_KEYS = (
+    "eval_args", "repeatable", "metrics", "topk", "valid_metric", "loss_type", "train_neg_sample_args",
+    "MAX_ITEM_LIST_LENGTH",
+)
+
+
+def protocol_settings(config):
+    """``PROTOCOL_KEYS`` of a built Config as plain data (json / yaml)."""
+    from recbole_srma.compat import _plain
+
+    return {key: _plain(config[key]) for key in PROTOCOL_KEYS}
+
+
+def is_recbole_model(model_class):
+    """A model shipped with RecBole (as opposed to the plugin's, or one registered by a user)."""
+    return model_class.__module__.startswith("recbole.")
+
+
+def follows_protocol(model_name, model_class):
+    """True for the models compared under the plugin's protocol (properties/overall.yaml): every model that is not
+    RecBole's own, and RecBole's next-item sequential models. Every other RecBole model keeps RecBole's defaults."""
+    if not is_recbole_model(model_class):
+        return True
+    return model_class.type == ModelType.SEQUENTIAL and model_name not in RECBOLE_SEQUENTIAL_NOT_NEXT_ITEM
 
 # Keys the plugin or RecBole's launcher read that no yaml declares.
 _EXTRA_KNOWN_KEYS = {
@@ -49,9 +93,6 @@ _EXTRA_KNOWN_KEYS = {
     "algo",
     "max_evals",
     "early_stop",
-    "raw_data_dir",
-    "raw_cache_dir",
-    "use_gpu",
     "MODEL_TYPE",
 }
 
@@ -64,6 +105,11 @@ class Config(RecBoleConfig):
     near miss of a declared one is an error instead, since it is almost always a typo that would otherwise read as
     the default silently).
     """
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        # Things worth a warning in the run's log (the logger does not exist yet while the Config is built).
+        self.start_warnings = []
+        super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -84,13 +130,56 @@ class Config(RecBoleConfig):
                 )
         return model_name, model_class, dataset
 
+    def _load_config_files(self, file_list):
+        """RecBole's, with an error naming the file for a missing file, invalid yaml or yaml that is not a mapping."""
+        merged = {}
+        for file in file_list or []:
+            try:
+                with open(file, "r", encoding="utf-8") as f:
+                    text = f.read()
+            except FileNotFoundError:
+                raise ConfigError(f"config file not found: {file} (check the path given to --config_files)") from None
+            except OSError as err:
+                raise ConfigError(f"cannot read config file {file}: {err.strerror}") from None
+            try:
+                loaded = yaml.load(text, Loader=self.yaml_loader)
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+                problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+                raise ConfigError(f"config file {file} is not valid yaml{where}: {problem}") from None
+            if loaded is None:
+                continue
+            if not isinstance(loaded, dict):
+                raise ConfigError(
+                    f"config file {file} must hold 'key: value' lines, not a {type(loaded).__name__}"
+                )
+            merged.update(loaded)
+        return merged
+
+    def _load_cmd_line(self):
+        try:
+            return super()._load_cmd_line()
+        except SyntaxError as err:  # RecBole's "duplicate commend arg '--key=b' with different value"
+            arg = str(err).split("'")[1] if str(err).count("'") >= 2 else str(err)
+            raise ConfigError(f"command line: {arg} gives a key a second, different value; give each key once") from None
+
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        self.plugin_yaml_files = [PROPERTIES_DIR / "overall.yaml"]
+        internal = self.internal_config_dict
+        recbole_choice = {key: internal.get(key) for key in ("loss_type", "train_neg_sample_args")}
+        self.follows_protocol = follows_protocol(model, model_class)
+
+        self.plugin_yaml_files = [PROPERTIES_DIR / "plugin.yaml"]
+        if self.follows_protocol:
+            self.plugin_yaml_files.append(PROPERTIES_DIR / "overall.yaml")
         if getattr(model_class, "uses_plugin_backbone", False):
             self.plugin_yaml_files.append(PROPERTIES_DIR / "backbone.yaml")
-        self.plugin_yaml_files.append(PROPERTIES_DIR / "model" / f"{model}.yaml")
+        if not is_recbole_model(model_class):
+            self.plugin_yaml_files.append(PROPERTIES_DIR / "model" / f"{model}.yaml")
         dataset_yaml = PROPERTIES_DIR / "dataset" / f"{dataset}.yaml"
+        if not dataset_yaml.is_file() and self._is_converted_dataset(dataset):
+            internal["load_col"] = copy.deepcopy(CONVERTED_LOAD_COL)
         self.plugin_yaml_files.append(dataset_yaml)
         # a model's published settings for one dataset (e.g. MCLRec's per-dataset weights)
         self.plugin_yaml_files.append(PROPERTIES_DIR / "model" / str(model) / f"{dataset}.yaml")
@@ -99,6 +188,35 @@ class Config(RecBoleConfig):
                 loaded = self._update_internal_config_dict(str(path))
                 if path == dataset_yaml and loaded:
                     self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+        if self.follows_protocol and is_recbole_model(model_class):
+            self._keep_recbole_choices(model_class, recbole_choice)
+
+    def _keep_recbole_choices(self, model_class, recbole_choice):
+        """Where the protocol's defaults do not fit a RecBole model, RecBole's choice stands (docs/design.md).
+
+        - A model with a fixed input type (FPMC, TransRec, SINE: pairwise BPR) keeps its own loss and RecBole's
+          negative sampling: it cannot train with CE.
+        - A model trained with another loss than CE by the user's choice (``--loss_type=BPR``) gets RecBole's
+          negative sampling back, unless the user set ``train_neg_sample_args`` too.
+        """
+        internal, external = self.internal_config_dict, self.external_config_dict
+
+        def restore(key):
+            if recbole_choice[key] is None:
+                internal.pop(key, None)
+            else:
+                internal[key] = copy.deepcopy(recbole_choice[key])
+
+        if hasattr(model_class, "input_type"):
+            restore("loss_type")
+            restore("train_neg_sample_args")
+        elif external.get("loss_type", internal.get("loss_type")) != "CE" and "train_neg_sample_args" not in external:
+            restore("train_neg_sample_args")
+
+    def _is_converted_dataset(self, dataset):
+        """True when ``<data_path>/<dataset>`` holds a file written by the plugin's converter (its sidecar)."""
+        data_path = self.external_config_dict.get("data_path", self.internal_config_dict.get("data_path"))
+        return bool(data_path) and sidecar_path(Path(str(data_path)).expanduser() / dataset, dataset).is_file()
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
@@ -108,7 +226,12 @@ class Config(RecBoleConfig):
         return final
 
     def _set_default_parameters(self):
-        super()._set_default_parameters()
+        hparams.check_run_settings(self.final_config_dict)
+        try:
+            super()._set_default_parameters()
+        except (ValueError, TypeError, NotImplementedError, RuntimeError) as err:
+            # RecBole's own checks (CE with negative sampling, value metrics with full ranking, ...)
+            raise ConfigError(f"{self.model}: {err}") from None
         self._check_keys()
         check = getattr(self.model_class, "check_config", None)
         if check is not None:
@@ -150,7 +273,14 @@ class Config(RecBoleConfig):
         cfg["gpu_id"] = gpu_id
         if gpu_id:
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
-        use_cuda = bool(gpu_id) and cfg.get("use_gpu", True) is not False and torch.cuda.is_available()
+        wants_cuda = bool(gpu_id) and cfg.get("use_gpu", True) is not False
+        use_cuda = wants_cuda and torch.cuda.is_available()
+        if wants_cuda and not use_cuda and ("gpu_id" in self.external_config_dict or self.external_config_dict.get("use_gpu")):
+            self.start_warnings.append(
+                f"gpu_id={gpu_id} asks for a GPU, but CUDA is not available to this torch "
+                f"({torch.__version__}): running on the CPU"
+            )
+        cfg["use_gpu"] = use_cuda  # what the run does, not what was asked: the logged config must not say True on a CPU
 
         if "local_rank" not in cfg:
             cfg["single_spec"] = True

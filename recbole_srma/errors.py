@@ -19,3 +19,12 @@ class DatasetError(RecBoleSRMAError, ValueError):
 
 class CheckpointError(RecBoleSRMAError, ValueError):
     """A checkpoint file is not a recbole-srma checkpoint or does not match the model."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C); ``resume_file`` is the ``-last.pth`` checkpoint to continue from, or None
+    when no epoch had finished."""
+
+    def __init__(self, resume_file=None):
+        super().__init__(resume_file)
+        self.resume_file = resume_file

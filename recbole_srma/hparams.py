@@ -119,3 +119,77 @@ def check_hyper_parameters(model_name, spec, config):
             check(value)
         except ValueError as err:
             raise ConfigError(f"{model_name}: hyper-parameter '{key}' {err}") from None
+
+
+def _topk(value):
+    values = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    list_of(positive_int)(values)
+    if isinstance(values, (list, tuple)) and not values:
+        raise ValueError("must be an integer >= 1 or a non-empty list of them, got []")
+
+
+#: RecBole's learners (``AbstractTrainer._build_optimizer``); RecBole silently falls back to Adam for any other name.
+LEARNERS = ("adam", "sgd", "adagrad", "rmsprop", "sparse_adam")
+
+
+def _learner(value):
+    if not isinstance(value, str) or value.lower() not in LEARNERS:
+        raise ValueError(f"must be one of {list(LEARNERS)}, got {value!r} (RecBole would silently use Adam instead)")
+
+
+#: Checks of the training and evaluation settings every model reads, RecBole's included: a bad value would otherwise
+#: end in a traceback deep inside RecBole, or be accepted (``epochs: -1`` trained nothing and reported a result).
+RUN_HPARAMS = {
+    "epochs": positive_int,
+    "train_batch_size": positive_int,
+    "eval_batch_size": positive_int,
+    "learning_rate": positive,
+    "weight_decay": optional(non_negative),
+    "learner": _learner,
+    "stopping_step": positive_int,
+    "eval_step": non_negative_int,
+    "topk": _topk,
+    "MAX_ITEM_LIST_LENGTH": optional(positive_int),
+    "seed": optional(non_negative_int),
+    "threads": optional(positive_int),
+}
+
+
+def check_run_settings(config):
+    """Raise :class:`ConfigError` for the first invalid training or evaluation setting (``RUN_HPARAMS``), and for a
+    ``valid_metric`` that the evaluation will not compute (RecBole only notices after the first epoch)."""
+    for key, check in RUN_HPARAMS.items():
+        value = config.get(key)
+        if value is None and getattr(check, "optional", False):
+            continue
+        try:
+            check(value)
+        except ValueError as err:
+            raise ConfigError(f"'{key}' {err}; set it with --{key}=VALUE or in a config file") from None
+    _check_valid_metric(config)
+
+
+def _check_valid_metric(config):
+    from recbole.evaluator import metric_types
+    from recbole.utils import EvaluatorType
+
+    metrics = config.get("metrics")
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics or [])
+    topk = config["topk"] if isinstance(config["topk"], (list, tuple)) else [config["topk"]]
+    unknown = [m for m in metrics if str(m).lower() not in metric_types]
+    if unknown:
+        raise ConfigError(
+            f"unknown metric(s) {unknown} in 'metrics'; RecBole's metrics are {sorted(metric_types)}"
+        )
+    computed = []
+    for metric in metrics:
+        if metric_types[metric.lower()] == EvaluatorType.RANKING:
+            computed += [f"{metric.lower()}@{k}" for k in topk]
+        else:
+            computed.append(metric.lower())
+    valid_metric = str(config.get("valid_metric", ""))
+    if valid_metric.lower() not in computed:
+        raise ConfigError(
+            f"valid_metric '{valid_metric}' is not among the metrics the evaluation computes ({', '.join(computed)}); "
+            "choose one of them, or add its metric to 'metrics' / its cut-off to 'topk'"
+        )

@@ -8,20 +8,23 @@ setuptools >= 82), and its ``load_data_and_model`` unpickles whole Config object
 import gc
 import logging
 import os
+import shutil
+import socket
 import sys
 from collections import OrderedDict
 from logging import getLogger
 
+import torch
 import torch.distributed as dist
 
 from recbole.data import create_dataset, data_preparation
-from recbole.utils import init_seed, set_color
+from recbole.utils import EvaluatorType, init_seed, set_color
 
 from recbole_srma import registry
 from recbole_srma.compat import init_logger, load_checkpoint
 from recbole_srma.config import Config
 from recbole_srma.data import prepare_dataset
-from recbole_srma.errors import CheckpointError
+from recbole_srma.errors import CheckpointError, ConfigError, RunInterrupted
 from recbole_srma.trainer import load_model_state
 
 
@@ -71,6 +74,83 @@ def _build(config, logger, prepared=False):
     return dataset, train_data, valid_data, test_data, model
 
 
+def check_enough_items(config, dataset):
+    """Full ranking with a cut-off at or above the number of items ranks every item: refuse it at start."""
+    if config["eval_type"] != EvaluatorType.RANKING or "full" not in config["eval_args"]["mode"].values():
+        return
+    n_items = dataset.item_num - 1  # RecBole's item 0 is padding, never ranked
+    largest = max(config["topk"])
+    if n_items <= largest:
+        raise ConfigError(
+            f"dataset {config['dataset']} has {n_items} items, not more than the largest top-k cut-off ({largest}): "
+            f"every top-{largest} list would hold all items. Lower topk (e.g. --topk=[1,5]) or use a larger dataset"
+        )
+
+
+def set_threads(config, logger):
+    """torch's CPU threads for this process: ``threads`` if set, else ``$OMP_NUM_THREADS`` (torch reads it itself),
+    else a share of the cores in a distributed CPU run, else torch's default (every core). Logged, since a run
+    sharing the cores with another process slows down 5-10x with torch's default (docs/operations.md)."""
+    if config["device"].type != "cpu":
+        return
+    if config["threads"]:
+        torch.set_num_threads(config["threads"])
+        source = "threads"
+    elif os.environ.get("OMP_NUM_THREADS"):
+        source = "OMP_NUM_THREADS"
+    elif not config["single_spec"]:
+        # CPU processes share the cores: torch's default (every core per process) oversubscribes them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config["nproc"]))
+        source = f"{os.cpu_count()} cores / {config['nproc']} processes"
+    else:
+        source = "torch's default; --threads=N sets it"
+    logger.info(f"CPU threads: {torch.get_num_threads()} ({source})")
+
+
+class RunFiles:
+    """The files a run writes (log file, TensorBoard folder, checkpoint folder), removed again if the run fails or
+    is interrupted before training starts: a run that never started leaves nothing behind.
+
+    Only what this run created is removed: its own log file and TensorBoard folder, and the folders holding them
+    (``log/<Model>``, ``log``, ``log_tensorboard``, ``checkpoint_dir``) if they did not exist before and are empty.
+    Converted datasets and downloaded raw files are kept: they are verified data that any later run reuses.
+    """
+
+    def __init__(self, config):
+        self.folders = [os.path.join("log", str(config["model"])), "log", "log_tensorboard", config["checkpoint_dir"]]
+        self.new_folders = [f for f in self.folders if not os.path.isdir(f)]
+        self.files, self.writers = [], []
+
+    def add_log_file(self):
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                self.files.append(handler.baseFilename)
+
+    def remove(self):
+        root = logging.getLogger()
+        for handler in root.handlers[:]:
+            if isinstance(handler, logging.FileHandler) and handler.baseFilename in self.files:
+                root.removeHandler(handler)
+                handler.close()
+        for path in self.files:
+            if os.path.isfile(path):
+                os.remove(path)
+        for writer in self.writers:  # TensorBoard writers: closed first, or their thread writes the folder again
+            writer.close()
+            shutil.rmtree(writer.log_dir, ignore_errors=True)
+        for folder in self.new_folders:  # deepest first: log/<Model> before log
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
+
+
+def pretraining_note(config):
+    """What a model trains before its main training (and its budget), to be said up front; None if nothing."""
+    note = getattr(registry.get_model(config["model"]), "pretraining_note", None)
+    return note(config) if note is not None else None
+
+
 def run_recbole_srma(
     model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None, resume=None
 ):
@@ -91,24 +171,43 @@ def run_recbole_srma(
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
+    run_files = RunFiles(config)
     init_logger(config)
+    run_files.add_log_file()
     logger = getLogger()
-    prepare_dataset(config)  # before the long config dump, so a data problem is the last thing printed
-    logger.info(sys.argv)
-    logger.info(config)
-    for key in getattr(config, "unknown_keys", []):
-        logger.warning(f"config key '{key}' is not read by {config['model']} or RecBole's pipeline")
+    try:
+        for warning in config.start_warnings:
+            logger.warning(warning)
+        set_threads(config, logger)
+        note = pretraining_note(config)
+        if note:
+            logger.info(set_color(note, "yellow"))
+        prepare_dataset(config)  # before the long config dump, so a data problem is the last thing printed
+        logger.info(sys.argv)
+        logger.info(config)
+        for key in getattr(config, "unknown_keys", []):
+            logger.warning(f"config key '{key}' is not read by {config['model']} or RecBole's pipeline")
 
-    dataset, train_data, valid_data, test_data, model = _build(config, logger, prepared=True)
-    logger.info(model)
+        dataset, train_data, valid_data, test_data, model = _build(config, logger, prepared=True)
+        check_enough_items(config, dataset)
+        logger.info(model)
 
-    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    if resume:
-        trainer.resume_checkpoint(resume)
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
-    test_result = _floats(trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"]))
+        trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        run_files.writers.append(trainer.tensorboard)
+        if resume:
+            trainer.resume_checkpoint(resume)
+    except BaseException:
+        run_files.remove()
+        raise
+    try:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        )
+        test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    except KeyboardInterrupt:
+        last = trainer.last_checkpoint_file if saved else None
+        raise RunInterrupted(last if last and os.path.isfile(last) else None) from None
+    test_result = _floats(test_result)
     best_valid_result = _floats(best_valid_result)
     summary = training_summary(trainer, config)
     trainer.log_test_result(test_result, summary["best_epoch"])  # every trainer has the plugin's checkpoint mixin
@@ -142,11 +241,6 @@ def run_recbole_srma(
 
 
 def _run_rank(rank, kwargs):
-    import torch
-
-    if not torch.cuda.is_available():
-        # CPU processes share the cores: torch's default (every core per process) oversubscribes them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // kwargs["config_dict"]["nproc"]))
     kwargs["config_dict"] = dict(kwargs.get("config_dict") or {}, local_rank=rank)
     run_recbole_srma(**kwargs)
     # The run is done and its result handed over (a SimpleQueue writes synchronously): leave without interpreter
@@ -167,11 +261,15 @@ def run(
     nproc=1,
     world_size=-1,
     ip="localhost",
-    port="5678",
+    port=None,
     group_offset=0,
     resume=None,
 ):
-    """One process, or ``nproc`` processes with RecBole's distributed settings (gloo on CPU)."""
+    """One process, or ``nproc`` processes with RecBole's distributed settings (gloo on CPU).
+
+    ``port``: the main process's port; by default a free one on a single machine (so that two runs started together
+    do not collide on RecBole's fixed 5678), and RecBole's 5678 for a run over several machines, which must agree.
+    """
     if nproc == 1 and world_size <= 0:
         return run_recbole_srma(
             model=model,
@@ -184,6 +282,8 @@ def run(
     import torch.multiprocessing as mp
 
     world_size = nproc if world_size == -1 else world_size
+    if port is None:
+        port = free_port(ip) if world_size == nproc else "5678"
     queue = mp.get_context("spawn").SimpleQueue()
     config_dict = dict(config_dict or {})
     config_dict.update({"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset})
@@ -198,6 +298,13 @@ def run(
     }
     mp.start_processes(_run_rank, args=(kwargs,), nprocs=nproc, join=True, start_method="spawn")
     return None if queue.empty() else queue.get()
+
+
+def free_port(ip="localhost"):
+    """A TCP port nobody listens on now (the system picks it), for the main process of a one-machine run."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((ip, 0))
+        return str(sock.getsockname()[1])
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=True):

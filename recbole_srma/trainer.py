@@ -40,6 +40,29 @@ def _plain_metrics(result):
     return None if result is None else {str(k): float(v) for k, v in result.items()}
 
 
+def _is_plain(value):
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, (str, int)) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def storable_other_parameter(model):
+    """The entries of RecBole's ``other_parameter()`` that load with ``weights_only=True``: tensors and plain data.
+
+    Left out: modules (DIN's ``embedding_layer``: a submodule, already in the state dict) and numpy / scipy objects
+    (EASE's, ItemKNN's matrices: rebuilt from the data when the model is built, and kept as they are when a run
+    reloads its own best model, since ``load_other_parameter`` only sets the entries it is given).
+    """
+    other = model.other_parameter()
+    if not isinstance(other, dict):
+        return None
+    return {k: v for k, v in other.items() if isinstance(k, str) and _is_plain(v)}
+
+
 def atomic_torch_save(obj, path):
     with atomic_open(path, suffix=".tmp") as f:
         torch.save(obj, f)
@@ -95,7 +118,6 @@ class SafeCheckpointMixin:
             self.saved_model_file = name[0]
 
     def _checkpoint_state(self, epoch, best_valid_result=None):
-        other = self.model.other_parameter()
         return {
             "format": CHECKPOINT_FORMAT,
             "model": self.config["model"],
@@ -107,7 +129,7 @@ class SafeCheckpointMixin:
             # a resumed run whose best epoch came before the stop must still report that epoch's metrics
             "best_valid_result": _plain_metrics(best_valid_result or self.best_valid_result),
             "state_dict": self.model.state_dict(),
-            "other_parameter": other if other is None or isinstance(other, dict) else None,
+            "other_parameter": storable_other_parameter(self.model),
             "optimizer": self.optimizer.state_dict(),
         }
 
@@ -157,6 +179,14 @@ class SafeCheckpointMixin:
             for metric, value in valid_result.items():
                 self.tensorboard.add_scalar(f"Valid/{metric}", float(value), getattr(self, "_epoch_in_progress", 0))
         return valid_score, valid_result
+
+    def stage_writer(self, stage):
+        """A TensorBoard writer for a stage run before the main training (SRMA's complement pre-training, BT4SRec's
+        pre-training): a run folder of its own inside this run's (``<run>/<stage>``), so its curves and the main
+        training's never share a tag and a step."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(os.path.join(self.tensorboard.log_dir, stage))
 
     def log_test_result(self, test_result, step):
         """The test metrics in TensorBoard (``Test/<metric>`` at ``step``, the best epoch)."""

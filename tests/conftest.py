@@ -35,6 +35,12 @@ def shared_data_dir():
 
 
 @pytest.fixture(autouse=True)
+def _run_in_tmp_path(tmp_path, monkeypatch):
+    # RecBole writes log/, log_tensorboard/ and saved/ under the working directory: keep them out of the checkout.
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
 def _clean_argv(monkeypatch):
     # RecBole's Config parses every --key=value in sys.argv; pytest's own options must not leak into configs.
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])

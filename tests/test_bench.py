@@ -81,6 +81,25 @@ def test_records_hold_metrics_timing_and_machine(bench):
     assert "SASRec" in bench["stdout"] and "CL4SRec" in bench["stdout"]
 
 
+def test_records_hold_the_protocol_and_a_table_of_mixed_protocols_is_refused(bench):
+    records = json.loads(bench["results"].read_text())
+    sasrec, cl4srec = records
+    assert sasrec["protocol"] == cl4srec["protocol"]  # RecBole's SASRec and a plugin model: one protocol
+    assert sasrec["protocol"]["loss_type"] == "CE" and sasrec["protocol"]["eval_args"]["mode"]["test"] == "full"
+    renderer = _load(RENDERER, "bench_render_results")
+    renderer.render(records)
+    other = dict(cl4srec, protocol=dict(cl4srec["protocol"], topk=[10]))
+    with pytest.raises(SystemExit, match="different protocols cannot share a table"):
+        renderer.render([sasrec, other])
+
+
+def test_a_model_outside_the_protocol_is_refused(bench, tmp_path):
+    out = _run(RUNNER, [*bench["base"], "--results", str(tmp_path / "r.json"), "--runs-dir", str(tmp_path / "runs"),
+                        "--models", "BPR", "--seeds", "2020"], bench["root"])
+    (record,) = json.loads((tmp_path / "r.json").read_text())
+    assert record["status"] == "failed" and "does not follow the plugin's protocol" in record["error_tail"]
+
+
 def test_second_invocation_skips_finished_runs(bench):
     before = bench["results"].read_text()
     logs = {p: p.stat().st_mtime_ns for p in (bench["root"] / "runs").rglob("*.log")}

@@ -28,7 +28,7 @@ def test_layers_recbole_then_plugin_defaults(tmp_path):
 def test_plugin_overall_applies_to_recbole_models(tmp_path):
     from recbole.model.sequential_recommender.sasrec import SASRec
 
-    config = Config(model="SASRec", config_dict={**tiny_config(tmp_path), "train_batch_size": None})
+    config = Config(model="SASRec", config_dict=tiny_config(tmp_path))
     assert config.model_class is SASRec
     assert config["metrics"] == ["Hit", "NDCG"] and config["topk"] == [5, 10, 20]
     assert config["loss_type"] == "CE"

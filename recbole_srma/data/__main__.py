@@ -27,7 +27,13 @@ def _train_hint(name, data_root):
 
 
 def cmd_convert(args):
-    from recbole_srma.data.convert import check_name, convert_into_folder, inter_path, sha256_file
+    from recbole_srma.data.convert import (
+        check_name,
+        convert_into_folder,
+        inter_path,
+        sha256_file,
+        single_interaction_warning,
+    )
     from recbole_srma.data.raw import known_datasets
 
     name = check_name(args.name)
@@ -44,6 +50,9 @@ def cmd_convert(args):
     meta = convert_into_folder(args.path, name, folder)
     elapsed = time.perf_counter() - start
     print(f"Wrote {inter_path(folder, name)} in {elapsed:.2f} s: {_stats_line(meta)}.")
+    warning = single_interaction_warning(meta)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"Train on it with: {_train_hint(name, args.data_path)}")
     return 0
 

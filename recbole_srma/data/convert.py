@@ -33,6 +33,9 @@ from recbole_srma.fileio import atomic_open
 CONVERTER_VERSION = 1
 
 INTER_HEADER = "user_id:token\titem_id:token\ttimestamp:float\n"
+#: RecBole's ``load_col`` for a converted file: every column, the position timestamp included (it keeps each user's
+#: order, which RecBole's sequential datasets sort by).
+LOAD_COL = {"inter": ["user_id", "item_id", "timestamp"]}
 SIDECAR_SUFFIX = ".srma.json"
 
 FORMAT_HELP = (
@@ -102,6 +105,7 @@ def parse_sequences(text, source="<input>"):
     seen_users = {}
     items = set()
     interactions = 0
+    single = []  # (user, line) of the users with one interaction
     for lineno in range(1, end + 1):
         tokens = raw_lines[lineno - 1].split()
         if len(tokens) < 2:
@@ -125,11 +129,31 @@ def parse_sequences(text, source="<input>"):
                 f"each user must be on exactly one line. {FORMAT_HELP}"
             )
         seen_users[user] = lineno
+        if len(tokens) == 2:
+            single.append((user, lineno))
         items.update(tokens[1:])
         interactions += len(tokens) - 1
         parsed.append(tokens)
     stats = {"users": len(parsed), "items": len(items), "interactions": interactions}
+    if single:
+        stats["single_interaction_users"] = len(single)
+        stats["first_single_interaction_user"] = {"user": single[0][0], "line": single[0][1]}
     return parsed, stats
+
+
+def single_interaction_warning(meta):
+    """A one-line warning when the converted file has users with a single interaction (from the sidecar's counts),
+    else None. Conversion keeps them (the file is the user's), but RecBole's leave-one-out split uses them nowhere."""
+    count = meta.get("single_interaction_users", 0) if meta else 0
+    if not count:
+        return None
+    first = meta.get("first_single_interaction_user", {})
+    return (
+        f"{meta.get('name', 'the dataset')}: {count} user(s) have a single interaction (first: user "
+        f"{first.get('user')}, line {first.get('line')} of {meta.get('raw_file')}); leave-one-out gives them no "
+        "training sample and no validation or test case, so they are never used (users need 3 interactions to be "
+        "trained, validated and tested). Remove them from the file if that is not what you want"
+    )
 
 
 def render_inter(lines):

@@ -23,7 +23,9 @@ from recbole_srma.fileio import atomic_open
 from recbole_srma.data.convert import (
     convert_into_folder,
     inter_path,
+    read_sidecar,
     sha256_file,
+    single_interaction_warning,
     trusted_inter,
 )
 
@@ -248,6 +250,9 @@ def prepare_dataset(config):
 
     if not raw_file:
         if inter.is_file():
+            warning = single_interaction_warning(read_sidecar(folder, name))
+            if warning:
+                logger.warning(warning)
             return str(inter)
         raise DatasetError(unknown_dataset_message(name, folder))
 

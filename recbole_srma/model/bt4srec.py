@@ -59,6 +59,16 @@ class BT4SRec(SequentialBackboneRecommender):
         "pretrain_epochs": hparams.non_negative_int,
     }
 
+    @classmethod
+    def pretraining_note(cls, config):
+        """Said at the start of a run when the pre-training stage is on."""
+        if not config["pretrain_epochs"]:
+            return None
+        return (
+            f"BT4SRec first pre-trains for pretrain_epochs={config['pretrain_epochs']} epochs on the Barlow Twins loss "
+            "alone, then trains for up to --epochs with the next-item loss"
+        )
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.alpha = config["alpha"]
@@ -135,14 +145,17 @@ class BT4SRec(SequentialBackboneRecommender):
             + f": {self.pretrain_epochs} epochs on the Barlow Twins loss alone ({self.bt_positive} positives)"
         )
         fine_tuning_optimizer, trainer.optimizer = trainer.optimizer, trainer._build_optimizer()
+        writer = trainer.stage_writer("pretraining")
         try:
             for epoch in range(self.pretrain_epochs):
                 start = time.time()
                 loss = trainer._train_epoch(train_data, epoch, loss_func=self.pretrain_loss, show_progress=show_progress)
+                writer.add_scalar("Loss/Train", loss, epoch)
                 trainer.logger.info(
                     f"pre-training epoch {epoch} [time: {time.time() - start:.2f}s, Barlow Twins loss: {loss:.4f}]"
                 )
         finally:
             trainer.optimizer = fine_tuning_optimizer
+            writer.close()
         self.pretrained.fill_(True)
         trainer.logger.info(set_color("BT4SRec pre-training done", "blue") + "; training with the next-item loss")

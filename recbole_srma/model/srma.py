@@ -81,6 +81,18 @@ class SRMA(CL4SRec):
         if K == 0 and M > 0:
             raise ConfigError(f"SRMA: layer_drop_M={M} drops layers but layer_drop_K=0 adds none; set both, or M=0.")
 
+    @classmethod
+    def pretraining_note(cls, config):
+        """Said at the start of a run: the complement pre-training runs first, on its own epoch budget."""
+        if config["complement_type"] == "none" or config["complement_checkpoint"]:
+            return None
+        return (
+            f"SRMA first pre-trains its {config['complement_type']} complement encoder for up to "
+            f"complement_epochs={config['complement_epochs']} epochs (early stopping as for any model; --epochs does "
+            f"not limit it), unless {config['checkpoint_dir']}/srma_complement/ already holds one for these data and "
+            "settings. --complement_epochs=N sets that budget; --complement_type=none turns the complement off"
+        )
+
     def __init__(self, config, dataset):
         p = config["neuron_mask_p"]
         overrides = {"ffn_dropout_prob": p}
@@ -232,7 +244,12 @@ class SRMA(CL4SRec):
         encoder = copy.deepcopy(self.complement).requires_grad_(True)
         pretrainer = ComplementPretrainer(sub_config, train_data._dataset, encoder).to(self.complement_ready.device)
         sub_trainer = Trainer(sub_config, pretrainer)
-        sub_trainer.fit(train_data, valid_data, saved=True, show_progress=show_progress)
+        sub_trainer.tensorboard.close()  # RecBole opened it on the main run's folder: the stage gets its own
+        sub_trainer.tensorboard = trainer.stage_writer("complement_pretraining")
+        try:
+            sub_trainer.fit(train_data, valid_data, saved=True, show_progress=show_progress)
+        finally:
+            sub_trainer.tensorboard.close()
         sub_trainer._load_checkpoint_for_model(sub_trainer.saved_model_file)
         wait_for_all_processes(config)  # every process has read the sub-trainer's checkpoint before it goes
         if is_main_process(config):
