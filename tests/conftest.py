@@ -34,6 +34,22 @@ def shared_data_dir():
     return SHARED_DATA
 
 
+RUN_FOLDERS = ("log", "log_tensorboard", "saved", "dataset")
+
+
+def _run_files_in_checkout():
+    return {str(p.relative_to(REPO_ROOT)) for name in RUN_FOLDERS for p in (REPO_ROOT / name).glob("*/*")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _checkout_stays_clean():
+    """The suite writes only into temporary folders: nothing new under the checkout's log/, saved/, ... at the end."""
+    before = _run_files_in_checkout()
+    yield
+    new = sorted(_run_files_in_checkout() - before)
+    assert not new, f"the tests left files in the checkout: {new[:10]}"
+
+
 @pytest.fixture(autouse=True)
 def _run_in_tmp_path(tmp_path, monkeypatch):
     # RecBole writes log/, log_tensorboard/ and saved/ under the working directory: keep them out of the checkout.

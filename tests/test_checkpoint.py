@@ -24,7 +24,9 @@ class PickledConfig:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
-    result = run_recbole_srma(model="CL4SRec", config_dict=tiny_config(root, epochs=2))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)  # before the per-test working directory of conftest.py: RecBole logs under the cwd
+        result = run_recbole_srma(model="CL4SRec", config_dict=tiny_config(root, epochs=2))
     return root, result
 
 
