@@ -23,7 +23,8 @@ pandas 3 copy-on-write makes RecBole's            ``pandas<3`` in setup.cfg and 
 imports ``exlib_recommender`` (lightgbm)
 CE loss with RecBole's default                   ``train_neg_sample_args: ~`` in properties/overall.yaml
 ``train_neg_sample_args`` raises
-SequentialDataset needs a time field             the converter writes a position timestamp; overall.yaml loads it
+SequentialDataset needs a time field             the converter writes a position timestamp; the Config loads it
+                                                 for every converted dataset (``config.CONVERTED_LOAD_COL``)
 ``Config`` parses every ``--key=value`` in argv   tests clear sys.argv (tests/conftest.py)
 checkpoint file name has 1-second resolution      ``trainer.py``: unique name per run
 ``gpu_id: ''`` is the only CPU switch;            ``config.Config._init_device``: follows ``use_gpu`` and
@@ -40,6 +41,9 @@ exhaustive ``HyperTuning`` gives hyperopt       :class:`_NumpyForHyperopt` (RecB
 >= 0.2.7 a ``RandomState`` (no ``integers``)
 ``eval_batch_size`` 4096 is 3x slower than 256    ``eval_batch_size: 256`` in properties/overall.yaml
 on a 2-core CPU
+``other_parameter()`` of some RecBole models      ``trainer.storable_other_parameter``: only tensors and plain data
+holds modules (DIN) or numpy / scipy objects      go into plugin checkpoints (modules are in the state dict, the
+(EASE): not loadable with ``weights_only=True``   matrices are rebuilt from the data)
 graph models (LightGCN, NGCF, NCL, GCMC,           :func:`patch_scipy`: puts the removed private method back
 SpectralCF, KGIN, MCCLK) call
 ``dok_matrix._update``, gone from scipy >= 1.12
