@@ -33,11 +33,11 @@ def _help_epilog():
     except ImportError as err:  # RecBole missing: --help still works, and says what to install
         plugin_models = f"(cannot list them: {err})"
     protocol, backbone, srma = defaults("overall.yaml"), defaults("backbone.yaml"), defaults("model/SRMA.yaml")
-    common = " ".join(
+    training = " ".join(
         f"--{key}={protocol[key]}"
         for key in ("epochs", "learning_rate", "train_batch_size", "eval_batch_size", "stopping_step", "seed")
     )
-    common += " " + " ".join(f"--{key}={backbone[key]}" for key in ("hidden_size", "n_layers", "hidden_dropout_prob"))
+    encoder = " ".join(f"--{key}={backbone[key]}" for key in ("hidden_size", "n_layers", "n_heads", "hidden_dropout_prob"))
     datasets = ", ".join(known_datasets())
     return f"""\
 with no --model and no --dataset it runs the demo: SRMA on RecBole's ml-100k sample (shipped inside the recbole
@@ -55,10 +55,12 @@ datasets:
   ml-100k: RecBole's sample; your own file: python -m recbole_srma.data convert FILE --name NAME
 
 most used hyper-parameters (--key=value; protocol defaults shown):
-  {common}
+  {training}
+  {encoder} --MAX_ITEM_LIST_LENGTH={protocol['MAX_ITEM_LIST_LENGTH']}
   --gpu_id=0 (a GPU if CUDA is available; --gpu_id='' forces the CPU)   --threads=N (CPU threads per process)
-  SRMA pre-trains its complement encoder BEFORE its main training, for up to --complement_epochs={srma.get('complement_epochs')}
-      epochs with early stopping, whatever --epochs says (cached under checkpoint_dir; --complement_type=none: off)
+  SRMA pre-trains its complement encoder BEFORE its main training, for up to
+      --complement_epochs={srma.get('complement_epochs')} epochs with early stopping, whatever --epochs says (cached under
+      checkpoint_dir; --complement_type=none turns it off)
   BT4SRec: --pretrain_epochs=N pre-trains on the Barlow Twins loss first (default 0)
   every key and its default: properties/overall.yaml (protocol), properties/backbone.yaml (shared encoder),
   properties/model/<Model>.yaml (each plugin model, commented); RecBole's own keys:
@@ -80,12 +82,14 @@ def parse_args(argv=None, with_help=False):
     parser.add_argument("--resume", type=str, default=None, help="checkpoint to continue training from (-last.pth)")
     parser.add_argument("--raw_data_dir", type=str, default=None, help="folder holding the raw benchmark files")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads per process (default: $OMP_NUM_THREADS, else all cores)"
+        "--threads", type=int, default=None,
+        help="torch CPU threads per process (default: $OMP_NUM_THREADS, else all cores)",
     )
     parser.add_argument("--nproc", type=int, default=1, help="number of processes (distributed training)")
     parser.add_argument("--ip", type=str, default="localhost", help="address of the main process")
     parser.add_argument(
-        "--port", type=str, default=None, help="port of the main process (default: a free one on one machine, else 5678)"
+        "--port", type=str, default=None,
+        help="port of the main process (default: a free one on one machine, else 5678)",
     )
     parser.add_argument("--world_size", type=int, default=-1, help="total number of processes")
     parser.add_argument("--group_offset", type=int, default=0, help="rank offset of this machine's processes")
@@ -120,7 +124,8 @@ def main(argv=None):
         from recbole_srma.quick_start import run
 
         # also given as "--raw_data_dir DIR" (with a space), which the Config's own argv parsing does not read
-        config_dict = {k: v for k, v in (("raw_data_dir", args.raw_data_dir), ("threads", args.threads)) if v is not None}
+        given = {"raw_data_dir": args.raw_data_dir, "threads": args.threads}
+        config_dict = {k: v for k, v in given.items() if v is not None}
         run(
             args.model,
             args.dataset,
@@ -140,7 +145,9 @@ def main(argv=None):
         if err.resume_file:
             print(f"interrupted; continue with: {resume_command(argv, err.resume_file)}", file=sys.stderr)
         else:
-            print("interrupted before the first epoch finished: nothing to resume, start the run again", file=sys.stderr)
+            print(
+                "interrupted before the first epoch finished: nothing to resume, start the run again", file=sys.stderr
+            )
         return 130
     except KeyboardInterrupt:
         if args.nproc > 1:

@@ -24,7 +24,7 @@ imports ``exlib_recommender`` (lightgbm)
 CE loss with RecBole's default                   ``train_neg_sample_args: ~`` in properties/overall.yaml
 ``train_neg_sample_args`` raises
 SequentialDataset needs a time field             the converter writes a position timestamp; the Config loads it
-                                                 for every converted dataset (``config.CONVERTED_LOAD_COL``)
+                                                 for every converted dataset (``data.convert.LOAD_COL``)
 ``Config`` parses every ``--key=value`` in argv   tests clear sys.argv (tests/conftest.py)
 checkpoint file name has 1-second resolution      ``trainer.py``: unique name per run
 ``gpu_id: ''`` is the only CPU switch;            ``config.Config._init_device``: follows ``use_gpu`` and
@@ -200,7 +200,7 @@ def _silence_known_recbole_warnings():
     # numpy 2: RecBole's SequentialDataset passes torch tensors to numpy functions; the result is still correct.
     warnings.filterwarnings("ignore", message=r"__array_wrap__ must accept context", category=DeprecationWarning)
     # torch: RecBole's graph models (LightGCN, NGCF, ...) build their adjacency with the deprecated constructor.
-    warnings.filterwarnings("ignore", message=r"torch\.sparse\.SparseTensor\(indices, values, shape", category=UserWarning)
+    warnings.filterwarnings("ignore", message=r"torch\.sparse\.SparseTensor\(indices, values", category=UserWarning)
 
 
 _logger_handlers = []
@@ -291,14 +291,14 @@ _DERIVED_CONFIG_KEYS = frozenset(
 _PATH_KEYS = ("data_path", "checkpoint_dir", "raw_data_dir", "raw_cache_dir")
 
 
-def _plain(value):
+def plain_data(value):
     """Convert a config value to the types ``torch.load(weights_only=True)`` accepts."""
     if isinstance(value, enum.Enum):
         return value.name
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_data(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_data(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -315,7 +315,7 @@ def checkpoint_config(config):
     raw = getattr(config, "raw_config_dict", None)
     if raw is None:
         raw = config.final_config_dict
-    plain = {k: _plain(v) for k, v in raw.items() if k not in _DERIVED_CONFIG_KEYS}
+    plain = {k: plain_data(v) for k, v in raw.items() if k not in _DERIVED_CONFIG_KEYS}
     plain["model"], plain["dataset"] = config["model"], config["dataset"]
     for key in _PATH_KEYS:
         # absolute, so the checkpoint can be reloaded from another working directory

@@ -32,6 +32,7 @@ from recbole.utils import (
 )
 
 from recbole_srma import hparams, registry
+from recbole_srma.compat import plain_data
 from recbole_srma.data.convert import LOAD_COL, sidecar_path
 from recbole_srma.errors import ConfigError
 
@@ -41,9 +42,6 @@ PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
 # them is not sequential.yaml): DIN and DIEN are click-through models (labels, AUC on 100 sampled negatives),
 # GRU4RecKG and KSR need pre-trained knowledge-graph embeddings. They keep RecBole's defaults.
 RECBOLE_SEQUENTIAL_NOT_NEXT_ITEM = frozenset({"DIN", "DIEN", "GRU4RecKG", "KSR"})
-
-# The columns of a file written by the plugin's converter, loaded for every model on such a file.
-CONVERTED_LOAD_COL = LOAD_COL
 
 
 #: The settings that make two results comparable: split, ranking mode, metrics and cut-offs, model selection, loss
@@ -57,9 +55,7 @@ PROTOCOL_KEYS = (
 
 def protocol_settings(config):
     """``PROTOCOL_KEYS`` of a built Config as plain data (json / yaml)."""
-    from recbole_srma.compat import _plain
-
-    return {key: _plain(config[key]) for key in PROTOCOL_KEYS}
+    return {key: plain_data(config[key]) for key in PROTOCOL_KEYS}
 
 
 def is_recbole_model(model_class):
@@ -162,7 +158,9 @@ class Config(RecBoleConfig):
             return super()._load_cmd_line()
         except SyntaxError as err:  # RecBole's "duplicate commend arg '--key=b' with different value"
             arg = str(err).split("'")[1] if str(err).count("'") >= 2 else str(err)
-            raise ConfigError(f"command line: {arg} gives a key a second, different value; give each key once") from None
+            raise ConfigError(
+                f"command line: {arg} gives a key a second, different value; give each key once"
+            ) from None
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
@@ -179,7 +177,7 @@ class Config(RecBoleConfig):
             self.plugin_yaml_files.append(PROPERTIES_DIR / "model" / f"{model}.yaml")
         dataset_yaml = PROPERTIES_DIR / "dataset" / f"{dataset}.yaml"
         if not dataset_yaml.is_file() and self._is_converted_dataset(dataset):
-            internal["load_col"] = copy.deepcopy(CONVERTED_LOAD_COL)
+            internal["load_col"] = copy.deepcopy(LOAD_COL)  # a converted file's columns, for every model
         self.plugin_yaml_files.append(dataset_yaml)
         # a model's published settings for one dataset (e.g. MCLRec's per-dataset weights)
         self.plugin_yaml_files.append(PROPERTIES_DIR / "model" / str(model) / f"{dataset}.yaml")
@@ -275,7 +273,8 @@ class Config(RecBoleConfig):
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
         wants_cuda = bool(gpu_id) and cfg.get("use_gpu", True) is not False
         use_cuda = wants_cuda and torch.cuda.is_available()
-        if wants_cuda and not use_cuda and ("gpu_id" in self.external_config_dict or self.external_config_dict.get("use_gpu")):
+        asked = "gpu_id" in self.external_config_dict or self.external_config_dict.get("use_gpu")
+        if wants_cuda and not use_cuda and asked:
             self.start_warnings.append(
                 f"gpu_id={gpu_id} asks for a GPU, but CUDA is not available to this torch "
                 f"({torch.__version__}): running on the CPU"

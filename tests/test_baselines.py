@@ -13,7 +13,8 @@ import pytest
 from recbole.config import Config as RecBoleConfig
 
 from recbole_srma.compat import load_checkpoint
-from recbole_srma.config import CONVERTED_LOAD_COL, Config
+from recbole_srma.config import Config
+from recbole_srma.data.convert import LOAD_COL
 from recbole_srma.quick_start import run_recbole_srma
 from tiny import tiny_config
 
@@ -55,7 +56,8 @@ def test_recbole_model_builds_trains_one_epoch_and_evaluates(tmp_path, model, ex
     if loss is not None:
         assert config["loss_type"] == loss
     if protocol:
-        assert config["eval_args"]["split"] == {"LS": "valid_and_test"} and config["eval_args"]["mode"]["test"] == "full"
+        assert config["eval_args"]["split"] == {"LS": "valid_and_test"}
+        assert config["eval_args"]["mode"]["test"] == "full"
         assert config["metrics"] == ["Hit", "NDCG"] and config["valid_metric"] == "NDCG@10"
 
     result = run_recbole_srma(model=model, config_dict=_settings(tmp_path, extra))
@@ -74,7 +76,7 @@ def test_other_recbole_models_get_exactly_recboles_config(tmp_path, model):
     # use_gpu: the plugin says what the run does (False without CUDA); load_col: the converted file's timestamp,
     # without which RecBole's sequential datasets (DIN) cannot order the interactions
     assert differ <= PLUGIN_KEYS | {"use_gpu", "load_col"}, {k: (ours.get(k), theirs.get(k)) for k in differ}
-    assert ours["load_col"] == CONVERTED_LOAD_COL
+    assert ours["load_col"] == LOAD_COL
     assert ours["eval_args"] == theirs["eval_args"] and ours["metrics"] == theirs["metrics"]
 
 

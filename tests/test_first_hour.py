@@ -129,7 +129,8 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_prints_the_command_that_resumes(tm
     with open(tmp_path / "first.txt", "w") as output:  # a file, not a pipe nobody reads while the run logs
         proc = _script(_argv(config, model="CL4SRec"), cwd=tmp_path, output=output)
         deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None and not glob.glob(f"{config['checkpoint_dir']}/*-last.pth"):
+        last = f"{config['checkpoint_dir']}/*-last.pth"
+        while time.time() < deadline and proc.poll() is None and not glob.glob(last):
             time.sleep(0.1)
         assert proc.poll() is None, "the run ended before it could be interrupted"
         proc.send_signal(signal.SIGINT)

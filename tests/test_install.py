@@ -82,5 +82,6 @@ runpy.run_path(%r, run_name="__main__")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
                          timeout=120)
     assert out.returncode == 2, out.stderr[-2000:]
-    assert "error: recbole-srma needs RecBole 1.2.1" in out.stderr and "pip install --no-deps recbole==1.2.1" in out.stderr
+    assert "error: recbole-srma needs RecBole 1.2.1" in out.stderr
+    assert "pip install --no-deps recbole==1.2.1" in out.stderr
     assert "Traceback" not in out.stderr
