@@ -117,8 +117,8 @@ class RunFiles:
     """
 
     def __init__(self, config):
-        self.folders = [os.path.join("log", str(config["model"])), "log", "log_tensorboard", config["checkpoint_dir"]]
-        self.new_folders = [f for f in self.folders if not os.path.isdir(f)]
+        folders = [os.path.join("log", str(config["model"])), "log", "log_tensorboard", config["checkpoint_dir"]]
+        self.new_folders = [f for f in folders if not os.path.isdir(f)]
         self.files, self.writers = [], []
 
     def add_log_file(self):
@@ -147,7 +147,7 @@ class RunFiles:
 
 def pretraining_note(config):
     """What a model trains before its main training (and its budget), to be said up front; None if nothing."""
-    note = getattr(registry.get_model(config["model"]), "pretraining_note", None)
+    note = getattr(config.model_class, "pretraining_note", None)
     return note(config) if note is not None else None
 
 
