@@ -144,6 +144,12 @@ def main(argv=None):
     except RunInterrupted as err:
         if err.resume_file:
             print(f"interrupted; continue with: {resume_command(argv, err.resume_file)}", file=sys.stderr)
+        elif err.best_model_file:
+            print(
+                f"interrupted during the test: training had finished and its best model is {err.best_model_file} "
+                "(recbole_srma.load_data_and_model reloads it)",
+                file=sys.stderr,
+            )
         else:
             print(
                 "interrupted before the first epoch finished: nothing to resume, start the run again", file=sys.stderr

@@ -22,9 +22,11 @@ class CheckpointError(RecBoleSRMAError, ValueError):
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Training was interrupted (Ctrl-C); ``resume_file`` is the ``-last.pth`` checkpoint to continue from, or None
-    when no epoch had finished."""
+    """A run was interrupted (Ctrl-C) once training had started. During training ``resume_file`` is the ``-last.pth``
+    checkpoint to continue from (None when no epoch had finished); during the final test ``best_model_file`` is the
+    trained model, complete."""
 
-    def __init__(self, resume_file=None):
-        super().__init__(resume_file)
+    def __init__(self, resume_file=None, best_model_file=None):
+        super().__init__(resume_file or best_model_file)
         self.resume_file = resume_file
+        self.best_model_file = best_model_file

@@ -90,7 +90,7 @@ def check_enough_items(config, dataset):
 def set_threads(config, logger):
     """torch's CPU threads for this process: ``threads`` if set, else ``$OMP_NUM_THREADS`` (torch reads it itself),
     else a share of the cores in a distributed CPU run, else torch's default (every core). Logged, since a run
-    sharing the cores with another process slows down 5-10x with torch's default (docs/operations.md)."""
+    sharing the cores with another process slows down many times with torch's default (docs/operations.md)."""
     if config["device"].type != "cpu":
         return
     if config["threads"]:
@@ -203,10 +203,13 @@ def run_recbole_srma(
         best_valid_score, best_valid_result = trainer.fit(
             train_data, valid_data, saved=saved, show_progress=config["show_progress"]
         )
-        test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     except KeyboardInterrupt:
         last = trainer.last_checkpoint_file if saved else None
         raise RunInterrupted(last if last and os.path.isfile(last) else None) from None
+    try:
+        test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    except KeyboardInterrupt:  # training is over: its best model is saved, only the test is missing
+        raise RunInterrupted(best_model_file=trainer.saved_model_file if saved else None) from None
     test_result = _floats(test_result)
     best_valid_result = _floats(best_valid_result)
     summary = training_summary(trainer, config)

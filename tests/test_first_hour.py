@@ -153,6 +153,24 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_prints_the_command_that_resumes(tm
     assert f"Resume training from epoch {epoch + 1}" in log
 
 
+def test_ctrl_c_during_the_test_names_the_trained_model(tmp_path, monkeypatch, capsys):
+    from recbole_srma.trainer import SafeCheckpointMixin
+
+    evaluate = SafeCheckpointMixin.evaluate
+
+    def interrupted_test(self, eval_data, load_best_model=True, **kwargs):
+        if load_best_model:  # the final test reloads the best model; validation does not
+            raise KeyboardInterrupt
+        return evaluate(self, eval_data, load_best_model=False, **kwargs)
+
+    monkeypatch.setattr(SafeCheckpointMixin, "evaluate", interrupted_test)
+    config = tiny_config(tmp_path, **FAST)
+    assert _main(monkeypatch, _argv(config, model="PluginSASRec")) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("interrupted during the test: training had finished and its best model is ")
+    assert Path(err.split("best model is ")[1].split(" ")[0]).is_file()
+
+
 # --- the demo, --help, threads, the GPU switch, ports --------------------------------------------------------------
 
 
