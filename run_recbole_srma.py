@@ -37,7 +37,8 @@ def _help_epilog():
         f"--{key}={protocol[key]}"
         for key in ("epochs", "learning_rate", "train_batch_size", "eval_batch_size", "stopping_step", "seed")
     )
-    encoder = " ".join(f"--{key}={backbone[key]}" for key in ("hidden_size", "n_layers", "n_heads", "hidden_dropout_prob"))
+    shown = ("hidden_size", "n_layers", "n_heads", "hidden_dropout_prob")
+    encoder = " ".join(f"--{key}={backbone[key]}" for key in shown)
     datasets = ", ".join(known_datasets())
     return f"""\
 with no --model and no --dataset it runs the demo: SRMA on RecBole's ml-100k sample (shipped inside the recbole
@@ -59,8 +60,8 @@ most used hyper-parameters (--key=value; protocol defaults shown):
   {encoder} --MAX_ITEM_LIST_LENGTH={protocol['MAX_ITEM_LIST_LENGTH']}
   --gpu_id=0 (a GPU if CUDA is available; --gpu_id='' forces the CPU)   --threads=N (CPU threads per process)
   SRMA pre-trains its complement encoder BEFORE its main training, for up to
-      --complement_epochs={srma.get('complement_epochs')} epochs with early stopping, whatever --epochs says (cached under
-      checkpoint_dir; --complement_type=none turns it off)
+      --complement_epochs={srma.get('complement_epochs')} epochs with early stopping, whatever --epochs says
+      (cached under checkpoint_dir; --complement_type=none turns it off)
   BT4SRec: --pretrain_epochs=N pre-trains on the Barlow Twins loss first (default 0)
   every key and its default: properties/overall.yaml (protocol), properties/backbone.yaml (shared encoder),
   properties/model/<Model>.yaml (each plugin model, commented); RecBole's own keys:

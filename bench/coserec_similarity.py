@@ -43,7 +43,8 @@ def main(argv=None):
         start = time.perf_counter()
         similarity.embedding_top1(weight)
         online = time.perf_counter() - start
-        print(f"| {name} | {train.item_num - 1} | {len(users)} | {info['nnz']} | {info['seconds']:.2f} | {online:.2f} |")
+        cells = [name, train.item_num - 1, len(users), info["nnz"], f"{info['seconds']:.2f}", f"{online:.2f}"]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
     return 0
 
 

@@ -33,7 +33,10 @@ def summarize(records, dataset, model, seeds, epochs, metric="ndcg@10"):
                     and r["seed"] in seeds and (r.get("overrides") or {}).get("epochs") == epochs):
                 by_seed[r["seed"]] = r
         rows[tag] = by_seed
-    lines = [f"{model} on {dataset}, validation {metric} after {epochs} epochs (best epoch, counted from 0, in brackets)", ""]
+    lines = [
+        f"{model} on {dataset}, validation {metric} after {epochs} epochs (best epoch, counted from 0, in brackets)",
+        "",
+    ]
     lines.append("| fast_path | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | std |")
     lines.append("|---|" + "---:|" * (len(seeds) + 2))
     means, stds = {}, {}

@@ -401,7 +401,8 @@ def render_dataset(dataset, records, notes=None):
     out += [
         "Our run per model: the protocol's defaults (no overrides but the epoch budget); a run to early stopping "
         "when there is one, else the longest partial run. SASRec rows may come from `PluginSASRec`, RecBole's "
-        "SASRec on the plugin's fast path (same parameters and scores), BERT4Rec rows from `PluginBERT4Rec` likewise. Seeds: mean ± sample std.",
+        "SASRec on the plugin's fast path (same parameters and scores), BERT4Rec rows from `PluginBERT4Rec` likewise. "
+        "Seeds: mean ± sample std.",
         "",
     ]
     out += headline(dataset, groups, other)

@@ -205,10 +205,9 @@ class FirstBatches:
 
 def _stock_config(spec):
     import yaml
-
-    from recbole_srma import compat  # noqa: F401  (numpy aliases: RecBole 1.2.1 cannot start on numpy 2 without)
     from recbole.config import Config as RecBoleConfig
 
+    from recbole_srma import compat  # noqa: F401  (numpy aliases: RecBole 1.2.1 cannot start on numpy 2 without)
     from recbole_srma.data.convert import LOAD_COL
 
     protocol = yaml.safe_load((REPO / "properties" / "overall.yaml").read_text())
@@ -359,7 +358,8 @@ def run_arm(arm, args, common, log_dir):
 def _matmul_in_subprocess(threads):
     code = (
         "import sys, torch; sys.path.insert(0, %r); from speed import matmul_gflops; "
-        "%s print(matmul_gflops())" % (str(Path(__file__).parent), f"torch.set_num_threads({threads});" if threads else "")
+        "%s print(matmul_gflops())"
+        % (str(Path(__file__).parent), f"torch.set_num_threads({threads});" if threads else "")
     )
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 

@@ -104,8 +104,8 @@ def patch_recbole():
         return
     check_recbole_installed()
     check_pandas()
-    import torch
     import recbole.model.sequential_recommender  # noqa: F401  (runs sine.py's import-time side effect)
+    import torch
 
     torch.autograd.set_detect_anomaly(False)
     patch_scipy()
@@ -193,7 +193,8 @@ def _silence_known_recbole_warnings():
     """Hide the FutureWarnings RecBole 1.2.1 triggers on every run and that are harmless on the supported stack.
 
     pandas 2 warns that RecBole's chained ``fillna(inplace=True)`` will stop working in pandas 3 (excluded by
-    :func:`check_pandas`); numpy 2 warns about RecBole passing torch tensors to numpy functions; torch warns that ``torch.cuda.amp.GradScaler`` is deprecated (RecBole's trainer).
+    :func:`check_pandas`); numpy 2 warns about RecBole passing torch tensors to numpy functions; torch warns that
+    ``torch.cuda.amp.GradScaler`` is deprecated (RecBole's trainer).
     """
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.data\.dataset\.dataset")
     warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler.*", category=FutureWarning)

@@ -21,7 +21,6 @@ import os
 from pathlib import Path
 
 import yaml
-
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import (
     ModelType,

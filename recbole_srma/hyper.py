@@ -27,7 +27,9 @@ ALGOS = ("exhaustive", "random", "bayes")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params_file", required=True, help="search space, RecBole's hyper-parameter file format")
-    parser.add_argument("--config_files", default=None, help="yaml files fixed for every trial (comma- or space-separated)")
+    parser.add_argument(
+        "--config_files", default=None, help="yaml files fixed for every trial (comma- or space-separated)"
+    )
     parser.add_argument("--output_file", default="hyper.result", help="where the results go (plus .md and .best.yaml)")
     parser.add_argument("--algo", default="exhaustive", choices=ALGOS, help="hyperopt search (exhaustive: every point)")
     parser.add_argument("--max_evals", type=int, default=100, help="trials at most (random / bayes)")
@@ -39,7 +41,10 @@ def parse_args(argv=None):
 def results_table(tuner, valid_metric, bigger=True):
     """A markdown table of every trial (parameters, validation and test metrics), best validation score first."""
     rows = sorted(
-        ((r["best_valid_score"], params, r["best_valid_result"], r["test_result"]) for params, r in tuner.params2result.items()),
+        (
+            (r["best_valid_score"], params, r["best_valid_result"], r["test_result"])
+            for params, r in tuner.params2result.items()
+        ),
         key=lambda row: row[0],
         reverse=bigger,
     )

@@ -16,7 +16,6 @@ from logging import getLogger
 
 import torch
 import torch.distributed as dist
-
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import EvaluatorType, init_seed, set_color
 
@@ -218,7 +217,8 @@ def run_recbole_srma(
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
     logger.info(
-        f"{config['model']} on {config['dataset']}:\n" + format_results({"valid": best_valid_result, "test": test_result})
+        f"{config['model']} on {config['dataset']}:\n"
+        + format_results({"valid": best_valid_result, "test": test_result})
     )
 
     result = {

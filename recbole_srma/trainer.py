@@ -19,7 +19,6 @@ import os
 from datetime import datetime
 
 import torch
-
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
 

@@ -1,11 +1,10 @@
 """The shared backbone is RecBole's SASRec: same parameter names, same scores with the same weights."""
 
 import torch
-
 from recbole.model.sequential_recommender.sasrec import SASRec
+from tiny import build
 
 from recbole_srma.model.backbone import SASRecBackbone, SequentialBackboneRecommender
-from tiny import build
 
 
 def _batch(loader):

@@ -9,14 +9,13 @@ the Config RecBole itself builds, plus the plugin's own keys and the converted f
 import math
 
 import pytest
-
 from recbole.config import Config as RecBoleConfig
+from tiny import tiny_config
 
 from recbole_srma.compat import load_checkpoint
 from recbole_srma.config import Config
 from recbole_srma.data.convert import LOAD_COL
 from recbole_srma.quick_start import run_recbole_srma
-from tiny import tiny_config
 
 PROTOCOL_METRICS = {f"{m}@{k}" for m in ("hit", "ndcg") for k in (5, 10, 20)}
 GENERAL_METRICS = {f"{m}@10" for m in ("recall", "mrr", "ndcg", "hit", "precision")}

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tiny import make_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +93,7 @@ def test_records_hold_the_protocol_and_a_table_of_mixed_protocols_is_refused(ben
 
 
 def test_a_model_outside_the_protocol_is_refused(bench, tmp_path):
-    out = _run(RUNNER, [*bench["base"], "--results", str(tmp_path / "r.json"), "--runs-dir", str(tmp_path / "runs"),
+    _run(RUNNER, [*bench["base"], "--results", str(tmp_path / "r.json"), "--runs-dir", str(tmp_path / "runs"),
                         "--models", "BPR", "--seeds", "2020"], bench["root"])
     (record,) = json.loads((tmp_path / "r.json").read_text())
     assert record["status"] == "failed" and "does not follow the plugin's protocol" in record["error_tail"]
@@ -293,7 +292,8 @@ def test_headline_table_has_every_model_and_says_what_is_missing():
     assert "0.0330" in rows["BERT4Rec"] and "early-stopped" in rows["BERT4Rec"]
     assert "not run" in rows["BT4SRec"] and "not run" in rows["GRU4Rec"]
     assert "in progress: 2 epochs so far (best valid NDCG@10 0.0200)" in rows["DuoRec"]
-    assert "partial (budget of 300)" in rows["MCLRec"] and "a longer run is in progress (12 epochs so far)" in rows["MCLRec"]
+    assert "partial (budget of 300)" in rows["MCLRec"]
+    assert "a longer run is in progress (12 epochs so far)" in rows["MCLRec"]
     assert "More than 10 % below" in glance and "SASRec vs the SRMA paper" in glance
     assert "CL4SRec vs" not in glance  # −1.9 % only
     assert "| **SRMA** |" in glance and "0.0410" not in glance  # a variant is not the model's headline

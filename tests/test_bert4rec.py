@@ -2,12 +2,11 @@
 
 import pytest
 import torch
-
 from recbole.model.sequential_recommender.bert4rec import BERT4Rec
+from tiny import build
 
 from recbole_srma.errors import ConfigError
 from recbole_srma.model.augment import cloze_mask
-from tiny import build
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0}
 
@@ -29,7 +28,8 @@ def _pair(tmp_path, **overrides):
 def _recbole_fields(theirs, item_seq, masked_seq, targets):
     """The fields RecBole's mask_itemseq transform would have produced for these masks (targets front-padded)."""
     width = int(theirs.mask_ratio * theirs.max_seq_length)
-    pos_items, index = torch.zeros(len(item_seq), width, dtype=torch.long), torch.zeros(len(item_seq), width, dtype=torch.long)
+    pos_items = torch.zeros(len(item_seq), width, dtype=torch.long)
+    index = torch.zeros(len(item_seq), width, dtype=torch.long)
     for row in range(len(item_seq)):
         where = targets[row].nonzero().squeeze(1)
         assert len(where) <= width
@@ -125,8 +125,9 @@ def test_cloze_mask_rates_and_target_cap():
 
 
 def test_trains_on_tiny_data_and_bad_rates_are_refused(tmp_path):
-    from recbole_srma.quick_start import run_recbole_srma
     from tiny import tiny_config
+
+    from recbole_srma.quick_start import run_recbole_srma
 
     result = run_recbole_srma(model="PluginBERT4Rec", config_dict=tiny_config(tmp_path, epochs=2))
     assert set(result["test_result"]) >= {"hit@10", "ndcg@10"} and result["epochs_trained"] == 2

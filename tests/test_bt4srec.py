@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import build, tiny_config
 
 from recbole_srma.config import Config
 from recbole_srma.errors import ConfigError
@@ -13,7 +14,6 @@ from recbole_srma.model.layers import Projector
 from recbole_srma.model.losses import barlow_twins, cross_correlation
 from recbole_srma.quick_start import run_recbole_srma
 from recbole_srma.trainer import Trainer
-from tiny import build, tiny_config
 
 FAST = {"hidden_size": 16, "inner_size": 32, "projector_sizes": [32, 16]}
 

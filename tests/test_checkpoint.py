@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import build, tiny_config
 
 from recbole_srma.errors import CheckpointError
 from recbole_srma.quick_start import load_data_and_model, run_recbole_srma
 from recbole_srma.trainer import Trainer
-from tiny import build, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 

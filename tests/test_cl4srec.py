@@ -1,9 +1,9 @@
 """CL4SRec: its loss terms, its switches, and that augmentation never touches the stored training data."""
 
 import torch
+from tiny import build
 
 from recbole_srma.trainer import Trainer
-from tiny import build
 
 
 def _batch(loader):

@@ -52,7 +52,10 @@ def test_bad_inputs_fail_with_a_clear_message_and_no_traceback(tmp_path):
     base = [f"--dataset={data['dataset']}", f"--data_path={data['data_path']}"]
     cases = [
         (["--model=CL4SRecc", *base], "unknown model 'CL4SRecc'"),
-        (["--model=CL4SRec", "--dataset=no-such-data", f"--data_path={data['data_path']}"], "Unknown dataset 'no-such-data'"),
+        (
+            ["--model=CL4SRec", "--dataset=no-such-data", f"--data_path={data['data_path']}"],
+            "Unknown dataset 'no-such-data'",
+        ),
         (["--model=CL4SRec", *base, "--cl_lambd=0.3"], "did you mean 'cl_lambda'"),
         (["--model=CL4SRec", *base, "--mask_gamma=1.3"], "mask_gamma' must be in [0, 1]"),
     ]

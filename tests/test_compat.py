@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import build
 
 from recbole_srma import compat
-from tiny import build
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,9 +94,9 @@ def test_unknown_model_names_never_reach_recbole_get_model():
 
 def test_ce_loss_needs_no_negative_sampling(tmp_path):
     from recbole.config import Config as RecBoleConfig
+    from tiny import tiny_config
 
     from recbole_srma.config import Config
-    from tiny import tiny_config
 
     settings = tiny_config(tmp_path)
     with pytest.raises(ValueError, match="train_neg_sample_args"):

@@ -4,10 +4,10 @@ import sys
 
 import pytest
 import torch
+from tiny import tiny_config
 
 from recbole_srma.config import Config
 from recbole_srma.errors import ConfigError
-from tiny import tiny_config
 
 
 def _cfg(tmp_path, model="CL4SRec", **overrides):

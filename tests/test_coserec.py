@@ -6,10 +6,10 @@ import random
 
 import numpy as np
 import torch
+from tiny import build
 
 from recbole_srma.model import similarity
 from recbole_srma.trainer import Trainer
-from tiny import build
 
 FAST = {"hidden_size": 16, "inner_size": 32}
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from recbole_srma.data import convert as convert_mod
-from recbole_srma.data import raw as raw_mod
 from recbole_srma.data import convert_sequences, find_raw_file, known_datasets, prepare_dataset, trusted_inter
+from recbole_srma.data import raw as raw_mod
 from recbole_srma.errors import DatasetError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

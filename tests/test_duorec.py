@@ -4,10 +4,10 @@ an index that is never stale, and one epoch of training per variant."""
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import build
 
 from recbole_srma.model.same_target import ROW_FIELD, SameTargetIndex
 from recbole_srma.trainer import Trainer
-from tiny import build
 
 FAST = {"hidden_size": 16, "inner_size": 32}
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0}

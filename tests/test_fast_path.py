@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from tiny import build
 
 from recbole_srma.model.backbone import Dropout, PackedLayout, SASRecBackbone
-from tiny import build
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0}
 

@@ -3,6 +3,7 @@ resume, the demo runs offline, --help, --threads, the GPU switch on a CPU, two d
 TensorBoard run folder per stage, and users with a single interaction."""
 
 import glob
+import importlib.util
 import logging
 import os
 import signal
@@ -11,14 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-import importlib.util
-
 import pytest
 import torch
 import yaml
+from tiny import make_tiny_dataset, tiny_config
 
 from recbole_srma.config import Config
-from tiny import make_tiny_dataset, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("run_recbole_srma", REPO / "run_recbole_srma.py")

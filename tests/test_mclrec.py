@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from recbole.data import create_dataset, data_preparation
+from tiny import build, tiny_config
 
 from recbole_srma.config import Config
 from recbole_srma.errors import CheckpointError, ConfigError
@@ -14,7 +15,6 @@ from recbole_srma.model.mclrec import MCLRec
 from recbole_srma.quick_start import run_recbole_srma
 from recbole_srma.registry import get_trainer
 from recbole_srma.trainer import MetaTrainer, PhaseOptimizer
-from tiny import build, tiny_config
 
 ABLATIONS = Path(__file__).resolve().parents[1] / "properties" / "ablation"
 

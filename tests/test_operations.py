@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_config
 
 from recbole_srma.quick_start import load_data_and_model, run, run_recbole_srma
 from recbole_srma.registry import get_trainer
-from tiny import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"hidden_size": 16, "inner_size": 32}
@@ -75,9 +75,10 @@ def test_a_killed_run_resumes_from_the_next_epoch_with_its_optimiser_state(tmp_p
     epoch = checkpoint["epoch"]
     assert checkpoint["kind"] == "last" and Path(checkpoint["best_model_file"]).is_file()
 
+    from logging import getLogger
+
     from recbole_srma.config import Config
     from recbole_srma.quick_start import _build
-    from logging import getLogger
 
     resumed_config = Config(model="CL4SRec", config_dict=dict(config, epochs=epoch + 3))
     *_, train_data, valid_data, test_data, model = _build(resumed_config, getLogger())

@@ -3,7 +3,6 @@ training run on amazon-toys."""
 
 import pytest
 import torch
-
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from tiny import tiny_config
 
 from recbole_srma.quick_start import run_recbole_srma
 from recbole_srma.registry import MODELS
-from tiny import tiny_config
 
 METRICS = {f"{m}@{k}" for m in ("hit", "ndcg") for k in (5, 10, 20)}
 

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import build, tiny_config
 
 from recbole_srma.errors import CheckpointError, ConfigError
 from recbole_srma.model.layers import sample_kept_layers
 from recbole_srma.quick_start import run_recbole_srma
 from recbole_srma.trainer import Trainer
-from tiny import build, tiny_config
 
 ABLATIONS = Path(__file__).resolve().parents[1] / "properties" / "ablation"
 NO_COMPLEMENT = {"complement_type": "none"}

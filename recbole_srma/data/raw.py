@@ -18,8 +18,6 @@ import os
 import re
 from pathlib import Path
 
-from recbole_srma.errors import DatasetError
-from recbole_srma.fileio import atomic_open
 from recbole_srma.data.convert import (
     convert_into_folder,
     inter_path,
@@ -28,6 +26,8 @@ from recbole_srma.data.convert import (
     single_interaction_warning,
     trusted_inter,
 )
+from recbole_srma.errors import DatasetError
+from recbole_srma.fileio import atomic_open
 
 logger = logging.getLogger("recbole_srma.data")
 

@@ -46,7 +46,6 @@ one entry to ``_BUILDERS`` (plus a keyword for its parameters in :meth:`Sequence
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Callable, Mapping, Optional, Sequence, Tuple
 

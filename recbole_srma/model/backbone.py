@@ -32,7 +32,6 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from recbole.model.abstract_recommender import SequentialRecommender
 
 from recbole_srma import hparams

@@ -32,7 +32,6 @@ dimensions; the next-item loss is the package's full-softmax CE.
 import time
 
 import torch
-
 from recbole.utils import set_color
 
 from recbole_srma import hparams

@@ -26,8 +26,6 @@ Deviations:
 
 from logging import getLogger
 
-import torch
-
 from recbole.utils import set_color
 
 from recbole_srma import hparams

@@ -13,7 +13,6 @@ of its Barlow Twins term (as BT-SR does). One implementation for both:
 
 import numpy as np
 import torch
-
 from recbole.data.interaction import Interaction
 
 ROW_FIELD = "same_target_row_id"

@@ -35,7 +35,6 @@ import os
 
 import torch
 import torch.nn as nn
-
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import set_color
 
