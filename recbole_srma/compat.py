@@ -289,7 +289,7 @@ _DERIVED_CONFIG_KEYS = frozenset(
 )
 
 
-_PATH_KEYS = ("data_path", "checkpoint_dir", "raw_data_dir", "raw_cache_dir")
+_PATH_KEYS = ("data_path", "checkpoint_dir", "raw_data_dir", "raw_cache_dir", "status_file")
 
 
 def plain_data(value):

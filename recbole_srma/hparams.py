@@ -152,6 +152,7 @@ RUN_HPARAMS = {
     "MAX_ITEM_LIST_LENGTH": optional(positive_int),
     "seed": optional(non_negative_int),
     "threads": optional(positive_int),
+    "status_file": optional(string),
 }
 
 

@@ -15,9 +15,12 @@ the best file's name), rewritten at the start of every epoch and removed when tr
 ``--resume=<name>-last.pth`` continues with the next epoch; ``--resume=<name>.pth`` continues from the best epoch.
 """
 
+import json
 import os
+import random
 from datetime import datetime
 
+import numpy as np
 import torch
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
@@ -60,6 +63,52 @@ def storable_other_parameter(model):
     if not isinstance(other, dict):
         return None
     return {k: v for k, v in other.items() if isinstance(k, str) and _is_plain(v)}
+
+
+def rng_state(train_data=None):
+    """Every random-number state a training epoch draws from, as tensors and lists (``weights_only``-loadable):
+    torch's (CPU and each CUDA device), numpy's and Python's global generators, and the training loader's shuffling
+    generator (RecBole seeds one per loader)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "python": [version, list(internal), gauss_next],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    generator = getattr(train_data, "generator", None)
+    if isinstance(generator, torch.Generator):
+        state["train_loader"] = generator.get_state()
+    return state
+
+
+def set_rng_state(state, train_data=None):
+    """Restore what :func:`rng_state` recorded (a CUDA state only where this process has the same devices)."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    generator = getattr(train_data, "generator", None)
+    if "train_loader" in state and isinstance(generator, torch.Generator):
+        generator.set_state(state["train_loader"])
+
+
+STATUS_FORMAT = "recbole_srma/status/1"
+
+
+def read_status(path):
+    """The run status a trainer wrote to ``status_file`` (a dict), or None when there is none yet."""
+    try:
+        with open(path) as f:
+            status = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) and status.get("format") == STATUS_FORMAT else None
 
 
 def atomic_torch_save(obj, path):
@@ -150,8 +199,10 @@ class SafeCheckpointMixin:
             result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
         finally:
             self._write_last_checkpoint = False
-        if saved and is_main_process(self.config) and os.path.exists(self.last_checkpoint_file):
-            os.remove(self.last_checkpoint_file)  # the run finished: the best checkpoint is what remains
+        if saved and is_main_process(self.config):
+            if os.path.exists(self.last_checkpoint_file):
+                os.remove(self.last_checkpoint_file)  # the run finished: the best checkpoint is what remains
+            self._write_status(epochs_done=len(self.train_loss_dict), finished=True)
         return result
 
     @property
@@ -163,12 +214,47 @@ class SafeCheckpointMixin:
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         # Epoch epoch_idx - 1 is complete here (trained, evaluated, best model saved, early-stopping counters
         # updated): its state is what a resumed run continues from.
+        resumed_rng = getattr(self, "_resumed_rng", None)
+        if resumed_rng is not None:
+            # the state the interrupted run had at this point, so the resumed run draws the same batches and views
+            own = resumed_rng[self.config["local_rank"]] if len(resumed_rng) > 1 else resumed_rng[0]
+            set_rng_state(own, train_data)
+            self._resumed_rng = None
         if getattr(self, "_write_last_checkpoint", False) and epoch_idx > self.start_epoch:
+            states = [rng_state(train_data)]
+            if not self.config["single_spec"]:  # each process draws its own views: keep every rank's state
+                states = [None] * torch.distributed.get_world_size()
+                torch.distributed.all_gather_object(states, rng_state(train_data))
             if is_main_process(self.config):
-                state = dict(self._checkpoint_state(epoch_idx - 1), kind="last", best_model_file=self.saved_model_file)
+                state = dict(
+                    self._checkpoint_state(epoch_idx - 1),
+                    kind="last",
+                    best_model_file=self.saved_model_file,
+                    rng=states,
+                )
                 atomic_torch_save(state, self.last_checkpoint_file)
+                self._write_status(epochs_done=epoch_idx, finished=False)
         self._epoch_in_progress = epoch_idx
         return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+
+    def _write_status(self, epochs_done, finished):
+        """The run's state for a supervisor (bench/run_models.py) that must know where to resume without reading
+        the log: written to ``status_file`` when that key is set, after every finished epoch and at the end."""
+        path = self.config["status_file"]
+        if not path or not is_main_process(self.config):
+            return
+        status = {
+            "format": STATUS_FORMAT,
+            "model": self.config["model"],
+            "dataset": self.config["dataset"],
+            "best_model_file": os.path.abspath(self.saved_model_file),
+            "last_checkpoint_file": None if finished else os.path.abspath(self.last_checkpoint_file),
+            "epochs_done": epochs_done,
+            "finished": finished,
+        }
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with atomic_open(path, suffix=".tmp") as f:
+            f.write(json.dumps(status, indent=1).encode())
 
     def _valid_epoch(self, valid_data, show_progress=False):
         # RecBole's TensorBoard log has each loss term (Loss/Train0, 1, ...) but only the valid score; add every metric
@@ -214,6 +300,9 @@ class SafeCheckpointMixin:
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
         self.best_valid_result = checkpoint.get("best_valid_result")  # absent from checkpoints of older versions
+        # set when the next epoch starts (RecBole's fit draws nothing before): absent from best-model checkpoints
+        # and from those of older versions, which resume with the seed's state instead
+        self._resumed_rng = checkpoint.get("rng") if last else None
         try:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
         except (KeyError, ValueError, TypeError) as err:

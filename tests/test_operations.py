@@ -127,6 +127,48 @@ def test_a_resumed_run_reports_the_best_epoch_from_before_the_stop(tmp_path):
     assert result["best_valid_result"] == pytest.approx(saved)
 
 
+@pytest.mark.parametrize("model", ["CL4SRec", "MCLRec"])
+def test_kill_and_resume_gives_the_uninterrupted_runs_metrics_bit_for_bit(tmp_path, monkeypatch, model):
+    """The last checkpoint carries every RNG state (torch, numpy, Python, the loader's shuffling): the resumed run
+    draws the same batches, views and dropout masks as a run that was never stopped."""
+    import recbole.trainer
+
+    from recbole_srma.errors import RunInterrupted
+
+    settings = dict(FAST, epochs=4, stopping_step=100, show_progress=False)
+    (tmp_path / "whole").mkdir(), (tmp_path / "stopped").mkdir()
+    whole = run_recbole_srma(model=model, config_dict=tiny_config(tmp_path / "whole", **settings))
+
+    status_file = tmp_path / "stopped" / "status.json"
+    stopped_config = tiny_config(tmp_path / "stopped", **settings, status_file=str(status_file))
+    original = recbole.trainer.Trainer._train_epoch
+
+    def killed_in_epoch_2(self, train_data, epoch_idx, *args, **kwargs):
+        if epoch_idx == 2:
+            raise KeyboardInterrupt  # after the trainer wrote the state of epoch 1
+        return original(self, train_data, epoch_idx, *args, **kwargs)
+
+    monkeypatch.setattr(recbole.trainer.Trainer, "_train_epoch", killed_in_epoch_2)
+    with pytest.raises(RunInterrupted):
+        run_recbole_srma(model=model, config_dict=stopped_config)
+    monkeypatch.setattr(recbole.trainer.Trainer, "_train_epoch", original)
+
+    from recbole_srma.trainer import read_status
+
+    status = read_status(status_file)
+    assert status["epochs_done"] == 2 and not status["finished"]
+    last = torch.load(status["last_checkpoint_file"], weights_only=True)
+    assert last["epoch"] == 1 and set(last["rng"][0]) >= {"torch", "numpy", "python", "train_loader"}
+
+    resumed = run_recbole_srma(model=model, config_dict=stopped_config, resume=status["last_checkpoint_file"])
+    assert resumed["epochs_trained"] == whole["epochs_trained"] == 4
+    assert resumed["best_valid_result"] == whole["best_valid_result"]
+    assert resumed["test_result"] == whole["test_result"]
+    status = read_status(status_file)
+    assert status["finished"] and status["last_checkpoint_file"] is None
+    assert status["best_model_file"] == str(Path(resumed["checkpoint"]).resolve())
+
+
 # --- logging: the log file, TensorBoard scalars, the Weights & Biases switch -----------------------------------------
 
 
