@@ -4,9 +4,14 @@ Importing the package applies the RecBole workarounds of :mod:`recbole_srma.comp
 (script, Python API, tests) runs on the same patched stack.
 """
 
+from pathlib import Path
+
 from recbole_srma import compat as _compat  # noqa: F401  (must run before anything touches RecBole)
 
 __version__ = "0.1.0"
+
+#: The yaml defaults: protocol, shared encoder, models, datasets, ablations (read by the Config and the data layer).
+PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
 
 __all__ = ["__version__", "run_recbole_srma", "load_data_and_model", "objective_function"]
 

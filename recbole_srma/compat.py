@@ -11,7 +11,8 @@ numpy aliases (``np.float``, ``np.bool``,        :func:`patch_numpy`, at ``impor
 ``np.long`` removed in 1.24, ``np.float_``,
 ``np.bool8`` ... removed in 2.0)
 ``sine.py`` turns autograd anomaly mode on at    :func:`patch_recbole` (imports RecBole's models, then switches it
-import (every step ~1.45x slower)                off), run by every module of the plugin that touches RecBole
+import (every step slower; docs/performance.md)  off), run when ``recbole_srma.registry`` is imported: every model
+                                                 and trainer lookup goes through it
 ``torch.load`` defaults to ``weights_only=True``  :func:`checkpoint_config` / :func:`load_checkpoint`: plugin
 since torch 2.6; RecBole pickles its Config       checkpoints hold tensors and a plain config dict, loaded with
                                                  ``weights_only=True``; used by ``trainer.py`` and ``quick_start.py``
@@ -39,8 +40,8 @@ run's file (or to none)
 processes of a distributed run race on it
 exhaustive ``HyperTuning`` gives hyperopt       :class:`_NumpyForHyperopt` (RecBole's ``hyper_tuning`` module only)
 >= 0.2.7 a ``RandomState`` (no ``integers``)
-``eval_batch_size`` 4096 is 3x slower than 256    ``eval_batch_size: 256`` in properties/overall.yaml
-on a 2-core CPU
+``eval_batch_size`` 4096 is slower than 256 for   ``eval_batch_size: 256`` in properties/overall.yaml
+full sort on a 2-core CPU (docs/performance.md)
 ``other_parameter()`` of some RecBole models      ``trainer.storable_other_parameter``: only tensors and plain data
 holds modules (DIN) or numpy / scipy objects      go into plugin checkpoints (modules are in the state dict, the
 (EASE): not loadable with ``weights_only=True``   matrices are rebuilt from the data)
@@ -49,10 +50,18 @@ SpectralCF, KGIN, MCCLK) call
 ``dok_matrix._update``, gone from scipy >= 1.12
 ``ray`` (RecBole's requirement, 150 MB, only for   not installed: setup.cfg declares RecBole's other requirements and
 its ``run_hyper --tool Ray``)                    RecBole is installed with ``--no-deps`` (README, docs/design.md)
+one-machine DDP always uses port 5678: two       ``quick_start.free_port`` (a free port per run unless ``port`` is
+concurrent runs collide                          set; several machines must agree on one)
+RecBole's ``fit`` does not say how many epochs   ``quick_start.training_summary`` (from the trainer's loss record)
+ran, nor whether early stopping ended them
+(not a bug in torch) oneDNN's GELU on CPU         :func:`gelu`, used by the encoder's feed-forward blocks
+compiles and caches a kernel per input shape:
+packed tokens grow the process without bound
 ===============================================  ====================================================================
 """
 
 import enum
+import functools
 import os
 import warnings
 
@@ -359,5 +368,47 @@ def load_checkpoint(path, map_location="cpu"):
         raise CheckpointError(f"{path} is not a recbole-srma checkpoint (expected the keys {list(required)})")
     return checkpoint
 
+
+def gelu(x):
+    """Exact GELU; on CPU computed by ATen's own kernel, never oneDNN's (:func:`native_gelu`)."""
+    if x.device.type != "cpu":
+        import torch.nn.functional as F
+
+        return F.gelu(x)
+    return native_gelu().apply(x)
+
+
+@functools.lru_cache(maxsize=None)
+def native_gelu():
+    """The autograd function behind :func:`gelu` on CPU (built on first use: importing the package needs no torch).
+
+    On CPU, ``F.gelu`` hands float32 inputs to a oneDNN primitive that is JIT-compiled and cached per tensor shape.
+    The fast path's token count changes with every batch, so every batch compiled new primitives and the process
+    kept growing (docs/performance.md, "ATen's GELU"). ATen's kernel computes the same function (``erf`` form) at the
+    same speed, with no cache.
+    """
+    import torch
+
+    def without_onednn(fn, *args):
+        # Only the enabled switch: torch.backends.mkldnn.flags() also resets TF32 settings and warns on every call.
+        previous = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = False
+        try:
+            return fn(*args)
+        finally:
+            torch.backends.mkldnn.enabled = previous
+
+    class NativeGELU(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return without_onednn(torch.ops.aten.gelu, x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return without_onednn(torch.ops.aten.gelu_backward, grad, x)
+
+    return NativeGELU
 
 patch_numpy()

@@ -30,12 +30,10 @@ from recbole.utils import (
     training_arguments,
 )
 
-from recbole_srma import hparams, registry
+from recbole_srma import PROPERTIES_DIR, hparams, registry
 from recbole_srma.compat import plain_data
 from recbole_srma.data.convert import LOAD_COL, sidecar_path
 from recbole_srma.errors import ConfigError
-
-PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
 
 # RecBole's sequential models that RecBole itself does not configure as next-item rankers (its quick-start config for
 # them is not sequential.yaml): DIN and DIEN are click-through models (labels, AUC on 100 sampled negatives),
@@ -217,6 +215,9 @@ class Config(RecBoleConfig):
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
+        if not is_recbole_model(self.model_class):
+            # renamed option values: the old spellings of published configs and checkpoints keep working
+            self.start_warnings += hparams.rename_deprecated_values(final)
         # Snapshot before _set_default_parameters joins data_path with the dataset name, fills in sampling
         # defaults, etc.: rebuilding a Config from this snapshot gives the same run.
         self.raw_config_dict = copy.deepcopy(final)

@@ -6,6 +6,8 @@ name instead of later as ``None`` deep inside a forward pass. A check is a calla
 ``ValueError`` with the allowed range.
 """
 
+import math
+
 from recbole_srma.errors import ConfigError
 
 
@@ -16,9 +18,17 @@ def _number(value):
 
 
 def rate(value):
-    """A probability or fraction in [0, 1]."""
-    if not 0.0 <= _number(value) <= 1.0:
+    """a number in [0, 1]"""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number in [0, 1], got {value!r}")
+    if not 0.0 <= value <= 1.0:
         raise ValueError(f"must be in [0, 1], got {value!r}")
+
+
+def temperature(value):
+    """a number > 0 and finite (a temperature)"""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"must be > 0 and finite (a temperature), got {value!r}")
 
 
 def positive(value):
@@ -51,17 +61,20 @@ def string(value):
         raise ValueError(f"must be a non-empty string, got {value!r}")
 
 
-def one_of(*choices):
+def one_of(*choices, what=None):
+    """One of ``choices``; ``what`` names the kind of value in the message (e.g. ``similarity``)."""
+    kind = f" (a {what})" if what else ""
+
     def check(value):
         if value not in choices:
-            raise ValueError(f"must be one of {list(choices)}, got {value!r}")
+            raise ValueError(f"must be one of {list(choices)}{kind}, got {value!r}")
 
-    check.__doc__ = f"one of {list(choices)}"
+    check.__doc__ = f"one of {list(choices)}{kind}"
     return check
 
 
 def subset_of(*choices):
-    """A non-empty list whose items come from ``choices``."""
+    """A non-empty list of distinct items from ``choices``."""
 
     def check(value):
         if isinstance(value, str):
@@ -71,7 +84,10 @@ def subset_of(*choices):
         unknown = [v for v in value if v not in choices]
         if unknown:
             raise ValueError(f"has unknown entries {unknown}; allowed: {list(choices)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"must not repeat an entry, got {list(value)}")
 
+    check.__doc__ = f"a non-empty list drawn from {list(choices)}"
     return check
 
 
@@ -110,8 +126,9 @@ def check_hyper_parameters(model_name, spec, config):
     for key, check in spec.items():
         value = config.get(key)
         if value is None and not getattr(check, "optional", False):
+            allowed = f" ({check.__doc__.strip()})" if check.__doc__ else ""
             raise ConfigError(
-                f"{model_name} needs the hyper-parameter '{key}', which is not set. Its default lives in "
+                f"{model_name} needs the hyper-parameter '{key}'{allowed}, which is not set. Its default lives in "
                 f"properties/model/{model_name}.yaml (or properties/overall.yaml); set it in a config file or with "
                 f"--{key}=VALUE. If you set it, check the spelling of the key."
             )
@@ -194,3 +211,31 @@ def _check_valid_metric(config):
             f"valid_metric '{valid_metric}' is not among the metrics the evaluation computes ({', '.join(computed)}); "
             "choose one of them, or add its metric to 'metrics' / its cut-off to 'topk'"
         )
+
+
+#: Option values renamed to say what they do. The old spellings (published configs, older checkpoints) still work:
+#: the Config reads them as the new ones and says so in one line at the start of the run.
+RENAMED_VALUES = {
+    "complement_mode": {"official": "contrast_original"},  # SRMA
+    "meta_schedule": {"official": "encoder_augmenter_encoder"},  # MCLRec
+    "contrast": {  # DuoRec
+        "us_x": "dropout_view_vs_same_target",
+        "un": "dropout_pair",
+        "su": "same_target_pair",
+        "us": "both_pairs",
+    },
+}
+
+
+def rename_deprecated_values(config_dict):
+    """Replace old spellings of renamed option values in ``config_dict``; return one message per replacement."""
+    messages = []
+    for key, renamed in RENAMED_VALUES.items():
+        value = config_dict.get(key)
+        if isinstance(value, str) and value in renamed:
+            config_dict[key] = renamed[value]
+            messages.append(
+                f"{key}: '{value}' is a deprecated name, read as '{renamed[value]}' (the same setting); "
+                f"write {key}: {renamed[value]}"
+            )
+    return messages

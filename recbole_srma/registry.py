@@ -17,7 +17,7 @@ compat.patch_recbole()
 
 # name -> "module:Class"; imported on first use so that looking up one model does not import every model.
 MODELS = {
-    "PluginSASRec": "recbole_srma.model.backbone:PluginSASRec",
+    "PluginSASRec": "recbole_srma.model.sasrec:PluginSASRec",
     "PluginBERT4Rec": "recbole_srma.model.bert4rec:PluginBERT4Rec",
     "CL4SRec": "recbole_srma.model.cl4srec:CL4SRec",
     "CoSeRec": "recbole_srma.model.coserec:CoSeRec",
@@ -27,9 +27,11 @@ MODELS = {
     "BT4SRec": "recbole_srma.model.bt4srec:BT4SRec",
 }
 
-# name -> "module:Class" for plugin models that need their own training loop.
+# name -> "module:Class" for plugin models that need a training loop or stage of their own.
 TRAINERS = {
-    "MCLRec": "recbole_srma.trainer:MetaTrainer",
+    "MCLRec": "recbole_srma.model_trainers:MetaTrainer",
+    "SRMA": "recbole_srma.model_trainers:SRMATrainer",
+    "BT4SRec": "recbole_srma.model_trainers:BT4SRecTrainer",
 }
 
 _RECBOLE_PACKAGES = (

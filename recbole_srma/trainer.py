@@ -1,8 +1,14 @@
-"""The plugin's trainer: RecBole's Trainer with checkpoints that are safe to write and to load.
+"""The plugin's trainer: RecBole's Trainer with safe checkpoints, exact resume, a run status file and more logging.
 
-Only the checkpoint hooks are overridden (``_save_checkpoint``, ``resume_checkpoint`` and the best-model reload in
-``evaluate``); RecBole's ``fit`` and ``_train_epoch`` run unchanged, so AMP, DDP, progress bars, logging and early
-stopping behave exactly as in RecBole.
+RecBole's ``fit`` and ``_train_epoch`` run unchanged, so AMP, DDP, progress bars, logging and early stopping behave as
+in RecBole. :class:`SafeCheckpointMixin` (mixed into every trainer, RecBole's special ones too) overrides:
+
+- the checkpoint hooks (``_save_checkpoint``, ``resume_checkpoint``, the best-model reload in ``evaluate``): the
+  format below, and an error that says what does not match when a checkpoint is loaded into another model;
+- ``fit`` and ``_train_epoch``: the ``-last.pth`` file of the latest finished epoch, with every RNG state, so a
+  killed run resumed from it draws the same batches and views as a run never stopped; the status file;
+- ``_valid_epoch``: every validation metric in TensorBoard (RecBole writes only the valid score);
+- ``stage_writer`` and ``log_test_result``: TensorBoard folders for pre-training stages, and the test metrics.
 
 Checkpoint format (``format: "recbole_srma/1"``): a dict of tensors, numbers, strings and the run's hyper-parameters as
 a plain dict, loadable with ``torch.load(..., weights_only=True)``. It is written to a temporary file in the same
@@ -10,9 +16,11 @@ folder and renamed, so a crash while saving leaves the previous checkpoint intac
 (model, dataset, microsecond time stamp, process id): RecBole's one-second names let two runs overwrite each other.
 
 Two files per run: ``<name>.pth`` holds the best model so far (RecBole's checkpoint, reloaded for the test), and
-``<name>-last.pth`` the state after the latest finished epoch (model, optimiser, epoch, early-stopping counters and
-the best file's name), rewritten at the start of every epoch and removed when training ends. After a crash or a kill
-``--resume=<name>-last.pth`` continues with the next epoch; ``--resume=<name>.pth`` continues from the best epoch.
+``<name>-last.pth`` the state after the latest finished epoch (model, optimiser, epoch, early-stopping counters, the
+best file's name and the RNG states), rewritten at the start of every epoch and removed when training ends. After a
+crash or a kill ``--resume=<name>-last.pth`` continues with the next epoch; ``--resume=<name>.pth`` continues from
+the best epoch. With ``status_file`` set, the trainer also rewrites that JSON file after every epoch (where the best
+and last checkpoints are, epochs done, finished or not), for a supervisor such as ``bench/run_models.py``.
 """
 
 import json
@@ -326,17 +334,10 @@ class SafeCheckpointMixin:
 class Trainer(SafeCheckpointMixin, RecBoleTrainer):
     """RecBole's Trainer with safe checkpoints; the trainer of every plugin model without its own.
 
-    A model that needs work done before its training starts (e.g. SRMA pre-training its complementary encoder on
-    the same split) defines ``before_fit(trainer, train_data, valid_data, show_progress)``; it runs first, then
-    RecBole's ``fit`` unchanged. A model that changes something at the start of every epoch (e.g. CoSeRec refreshing
-    its item similarity) defines ``on_train_epoch_start(epoch_idx)``.
+    A model that needs a training stage or loop of its own gets a subclass in :mod:`recbole_srma.model_trainers`,
+    named in ``registry.TRAINERS``. A model that refreshes some state of its own at the start of every epoch (CoSeRec's
+    item similarity) defines ``on_train_epoch_start(epoch_idx)``.
     """
-
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        before_fit = getattr(self._plain_model, "before_fit", None)
-        if before_fit is not None:
-            before_fit(self, train_data, valid_data, show_progress)
-        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         hook = getattr(self._plain_model, "on_train_epoch_start", None)
@@ -359,136 +360,3 @@ def with_safe_checkpoints(trainer_class):
     if trainer_class not in _wrapped:
         _wrapped[trainer_class] = type(trainer_class.__name__, (SafeCheckpointMixin, trainer_class), {})
     return _wrapped[trainer_class]
-
-
-class PhaseOptimizer:
-    """Several optimisers behind the one ``optimizer`` that RecBole's training loop zeroes and steps.
-
-    ``phase`` names the optimiser that ``step`` runs. ``zero_grad`` clears the gradients of all of them, so no phase
-    ever steps with another phase's gradients. ``param_groups`` are the current phase's (what AMP's GradScaler
-    unscales). The state dict holds every optimiser's state by name, so a checkpoint restores each of them.
-    """
-
-    def __init__(self, optimizers):
-        self.optimizers = dict(optimizers)
-        self.phase = next(iter(self.optimizers))
-
-    @property
-    def param_groups(self):
-        return self.optimizers[self.phase].param_groups
-
-    def zero_grad(self, set_to_none=True):
-        for optimizer in self.optimizers.values():
-            optimizer.zero_grad(set_to_none=set_to_none)
-
-    def step(self, closure=None):
-        return self.optimizers[self.phase].step(closure)
-
-    def state_dict(self):
-        return {"phases": {name: opt.state_dict() for name, opt in self.optimizers.items()}}
-
-    def load_state_dict(self, state):
-        phases = state.get("phases") if isinstance(state, dict) else None
-        if not isinstance(phases, dict) or set(phases) != set(self.optimizers):
-            found = sorted(phases) if isinstance(phases, dict) else "one optimiser"
-            raise ValueError(f"expected optimisers {sorted(self.optimizers)}, the checkpoint holds {found}")
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(phases[name])
-
-
-class _PhaseSteps:
-    """A training loader that hands out every batch once per phase of ``trainer.schedule``, switching the trainer's
-    optimiser to that phase first and forgetting the previous batch's views."""
-
-    def __init__(self, loader, trainer):
-        self.loader, self.trainer = loader, trainer
-
-    def __len__(self):
-        return len(self.loader) * len(self.trainer.schedule)
-
-    def __iter__(self):
-        for interaction in self.loader:
-            self.trainer._views = None
-            for phase in self.trainer.schedule:
-                self.trainer.optimizer.phase = phase
-                yield interaction
-
-    def __getattr__(self, name):  # shuffle, sampler, ... (RecBole's distributed set-up reads them)
-        return getattr(self.loader, name)
-
-
-META_SCHEDULES = {
-    "alternate": ("encoder", "augmenter"),
-    "official": ("encoder", "augmenter", "encoder"),
-    "joint": None,
-}
-
-
-class MetaTrainer(Trainer):
-    """MCLRec's trainer: the encoder and the learnable augmenters updated in phases by two optimisers.
-
-    ``meta_schedule`` gives the phases run on every batch (``META_SCHEDULES``): ``alternate`` (encoder, augmenter),
-    ``official`` (encoder, augmenter, encoder) or ``joint`` (no phases: one optimiser over every parameter, RecBole's
-    plain loop on ``calculate_loss``). The encoder optimiser has ``learning_rate``, the augmenter optimiser
-    ``augmenter_learning_rate`` (``~``: the same), both RecBole's ``learner``.
-
-    RecBole's ``fit`` and ``_train_epoch`` run unchanged: ``_train_epoch`` gets a view of the training data that yields
-    each batch once per phase (so the progress bar counts optimiser steps), a loss function that computes the current
-    phase's objective, and ``self.optimizer`` is a :class:`PhaseOptimizer` whose ``step`` runs the current phase's
-    optimiser. AMP, gradient clipping, DDP's gradient sync, logging, early stopping and checkpoints work as for every
-    model. Each step returns the encoder terms followed by the augmenter terms (zeros for the phase not running), so
-    RecBole logs ``train_loss1 ..`` as the sums of each term over the epoch; the names are logged when training starts.
-
-    The model provides ``encoder_parameters()``, ``augmenter_parameters()``, ``draw_views(interaction)`` (once per
-    batch; every phase of the batch sees the same views), ``encoder_loss(interaction, views)`` and
-    ``augmenter_loss(interaction, views)`` returning the terms named by ``LOSS_TERMS`` and ``AUGMENTER_LOSS_TERMS``.
-    """
-
-    def __init__(self, config, model):
-        self.schedule = META_SCHEDULES[config["meta_schedule"]]  # read by _build_optimizer, run from Trainer.__init__
-        self._views = None
-        super().__init__(config, model)
-
-    def _build_optimizer(self, **kwargs):
-        if kwargs or self.schedule is None:
-            return super()._build_optimizer(**kwargs)
-        model = self._plain_model
-        augmenter_lr = self.config["augmenter_learning_rate"] or self.config["learning_rate"]
-        return PhaseOptimizer(
-            {
-                "encoder": super()._build_optimizer(params=model.encoder_parameters()),
-                "augmenter": super()._build_optimizer(params=model.augmenter_parameters(), learning_rate=augmenter_lr),
-            }
-        )
-
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        if verbose:
-            model = self._plain_model
-            names = list(model.LOSS_TERMS)
-            if self.schedule:
-                names += [f"augmenter {name}" for name in model.AUGMENTER_LOSS_TERMS]
-            steps = " -> ".join(self.schedule) if self.schedule else "joint (one optimiser)"
-            self.logger.info(
-                set_color(f"{self.config['model']} meta-training", "blue")
-                + f": per batch {steps}; "
-                + ", ".join(f"train_loss{i} = {name}" for i, name in enumerate(names, 1))
-            )
-        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
-
-    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        if self.schedule is None or loss_func is not None:
-            return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
-        return super()._train_epoch(
-            _PhaseSteps(train_data, self), epoch_idx, loss_func=self._phase_loss, show_progress=show_progress
-        )
-
-    def _phase_loss(self, interaction):
-        model = self._plain_model
-        if self._views is None:
-            self._views = model.draw_views(interaction)
-        zero = torch.zeros((), device=interaction[model.ITEM_SEQ].device)
-        if self.optimizer.phase == "encoder":
-            terms = model.encoder_loss(interaction, self._views)
-            return tuple(terms) + (zero,) * len(model.AUGMENTER_LOSS_TERMS)
-        terms = model.augmenter_loss(interaction, self._views)
-        return (zero,) * len(model.LOSS_TERMS) + tuple(terms)

@@ -204,11 +204,12 @@ def test_mask_gamma_zero_is_identity():
 
 
 def test_mask_bad_token():
-    seq, lengths = make_batch(B=4)
-    with pytest.raises(ValueError, match="mask_token"):
-        mask(seq, lengths, 0.3, 0)
-    with pytest.raises(ValueError, match="mask_token"):
-        mask(seq, lengths, 0.3, 3.5)
+    # checked where every masking operator gets its token from
+    for operators in (("mask",), ("segment_mask",)):
+        with pytest.raises(ValueError, match="mask_token"):
+            SequenceAugmenter.from_rates(operators=operators, mask_token=0)
+        with pytest.raises(ValueError, match="mask_token"):
+            SequenceAugmenter.from_rates(operators=operators, mask_token=3.5)
 
 
 # ---------------------------------------------------------------------------------------------------------- reorder
@@ -265,17 +266,18 @@ def test_reorder_beta_zero_is_identity():
 
 # ---------------------------------------------------------------------------------------------------------- validation
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.5", None, True])
-def test_invalid_rates_raise_config_error(bad):
-    seq, lengths = make_batch(B=4)
-    with pytest.raises(ConfigError, match=r"eta.*\[0, 1\]"):
-        crop(seq, lengths, bad)
-    with pytest.raises(ConfigError, match=r"gamma.*\[0, 1\]"):
-        mask(seq, lengths, bad, MASK)
-    with pytest.raises(ConfigError, match=r"beta.*\[0, 1\]"):
-        reorder(seq, lengths, bad)
+def test_invalid_rates_raise_config_error(bad, tmp_path):
+    # checked once, when the Config is built; the operators and from_rates take the rates as given
+    from tiny import tiny_config
+
+    from recbole_srma.config import Config
+
+    from recbole_srma.model.cl4srec import CL4SRec
+
+    settings = Config(model="CL4SRec", config_dict=tiny_config(tmp_path)).final_config_dict
     for key in ("crop_eta", "mask_gamma", "reorder_beta"):
         with pytest.raises(ConfigError, match=rf"{key}.*\[0, 1\]"):
-            SequenceAugmenter.from_rates(mask_token=MASK, **{key: bad})
+            CL4SRec.check_config({**settings, key: bad})  # what the Config runs, on the value as given
 
 
 def test_bad_shapes_raise():

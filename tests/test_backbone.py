@@ -4,7 +4,8 @@ import torch
 from recbole.model.sequential_recommender.sasrec import SASRec
 from tiny import build
 
-from recbole_srma.model.backbone import SASRecBackbone, SequentialBackboneRecommender
+from recbole_srma.model.encoder import SASRecBackbone
+from recbole_srma.model.recommender import SequentialBackboneRecommender
 
 
 def _batch(loader):

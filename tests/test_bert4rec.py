@@ -6,7 +6,7 @@ from recbole.model.sequential_recommender.bert4rec import BERT4Rec
 from tiny import build
 
 from recbole_srma.errors import ConfigError
-from recbole_srma.model.augment import cloze_mask
+from recbole_srma.model.bert4rec import cloze_mask
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0}
 
@@ -110,7 +110,7 @@ def test_training_masks_follow_recbole(tmp_path):
     assert 0.2 < rate < 0.4
 
 
-def test_cloze_mask_rates_and_target_cap():
+def test_cloze_mask_rates_and_target_cap(tmp_path):
     seq = torch.arange(1, 201).view(4, 50)
     lengths = torch.tensor([50, 20, 5, 1])
     seq[torch.arange(50)[None, :] >= lengths[:, None]] = 0
@@ -120,8 +120,8 @@ def test_cloze_mask_rates_and_target_cap():
     assert torch.equal(masked == 999, seq != 0)
     assert targets.sum(1).tolist() == [3, 3, 3, 1]
     assert torch.equal(targets[0].nonzero().squeeze(1), torch.tensor([47, 48, 49]))  # the last ones
-    with pytest.raises(ConfigError):
-        cloze_mask(seq, lengths, 1.5, 999)
+    with pytest.raises(ConfigError):  # the rate is checked once, when the Config is built
+        build("PluginBERT4Rec", tmp_path, mask_ratio=1.5)
 
 
 def test_trains_on_tiny_data_and_bad_rates_are_refused(tmp_path):

@@ -12,6 +12,7 @@ from recbole_srma.config import Config
 from recbole_srma.errors import ConfigError
 from recbole_srma.model.layers import Projector
 from recbole_srma.model.losses import barlow_twins, cross_correlation
+from recbole_srma.model_trainers import BT4SRecTrainer
 from recbole_srma.quick_start import run_recbole_srma
 from recbole_srma.trainer import Trainer
 
@@ -70,9 +71,16 @@ def test_redundancy_term_is_weighted_by_lambda_off():
 
 
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), "0.1", True])
-def test_lambda_off_is_checked(bad):
+def test_lambda_off_is_checked(bad, tmp_path):
+    # once, when the Config is built (the loss takes it as given): the check the Config runs, on the value as given
+    from tiny import tiny_config
+
+    from recbole_srma.config import Config
+    from recbole_srma.model.bt4srec import BT4SRec
+
+    settings = Config(model="BT4SRec", config_dict=tiny_config(tmp_path)).final_config_dict
     with pytest.raises(ValueError, match="lambda_off"):
-        barlow_twins(torch.randn(4, 3), torch.randn(4, 3), bad)
+        BT4SRec.check_config({**settings, "lambda_off": bad})
 
 
 def test_a_single_row_is_refused_by_the_loss():
@@ -109,7 +117,7 @@ def test_augmented_views_differ_from_the_batch_and_leave_the_stored_data_alone(t
     stored = train_data._dataset.inter_feat[model.ITEM_SEQ].clone()
     batch = next(iter(train_data))
     seq = batch[model.ITEM_SEQ].clone()
-    views = model.augmenter.views(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN], n_views=2)
+    views = model.data_augmentation.views(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN], n_views=2)
     assert all(not torch.equal(v, seq) for v, _ in views) and not torch.equal(views[0][0], views[1][0])
     model.train()
     model.calculate_loss(batch)[1].backward()
@@ -202,18 +210,18 @@ def test_pretraining_runs_once_on_the_barlow_twins_loss_then_training_goes_on(tm
     config, model, train_data, valid_data, _ = build(
         "BT4SRec", tmp_path, pretrain_epochs=2, alpha=0.0, epochs=1, **FAST
     )
-    trainer = Trainer(config, model)
+    trainer = BT4SRecTrainer(config, model)
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
     calls = {"pretrain": 0, "rec": 0}
     pretrain_loss, calculate_loss = model.pretrain_loss, model.calculate_loss
     model.pretrain_loss = lambda i: (calls.__setitem__("pretrain", calls["pretrain"] + 1), pretrain_loss(i))[1]
     model.calculate_loss = lambda i: (calls.__setitem__("rec", calls["rec"] + 1), calculate_loss(i))[1]
-    model.before_fit(trainer, train_data, valid_data, False)
+    trainer.pretrain(train_data)
     assert bool(model.pretrained) and calls == {"pretrain": 2 * len(train_data), "rec": 0}
     after_pretraining = {n: p.detach().clone() for n, p in model.named_parameters()}
     assert not torch.equal(start["projector.0.weight"], after_pretraining["projector.0.weight"])
     assert any(not torch.equal(start[n], after_pretraining[n]) for n in start if n.startswith("backbone"))
-    model.before_fit(trainer, train_data, valid_data, False)  # already done: no second stage
+    trainer.pretrain(train_data)  # already done: no second stage
     assert calls["pretrain"] == 2 * len(train_data)
     trainer.fit(train_data, valid_data, saved=True)
     assert calls["pretrain"] == 2 * len(train_data) and calls["rec"] == len(train_data)
@@ -224,7 +232,7 @@ def test_pretraining_runs_once_on_the_barlow_twins_loss_then_training_goes_on(tm
 def test_pretraining_switch_off_means_no_stage(tmp_path):
     config, model, train_data, valid_data, _ = build("BT4SRec", tmp_path, pretrain_epochs=0, **FAST)
     model.pretrain_loss = lambda i: pytest.fail("pre-training ran with pretrain_epochs 0")
-    model.before_fit(Trainer(config, model), train_data, valid_data, False)
+    BT4SRecTrainer(config, model).pretrain(train_data)
     assert not bool(model.pretrained)
 
 

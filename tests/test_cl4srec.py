@@ -45,7 +45,7 @@ def test_views_differ_from_the_sequence_and_from_each_other(tmp_path):
     batch = _batch(train_data)
     seq, length = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
     torch.manual_seed(1)
-    (s1, l1), (s2, l2) = model.augmenter.views(seq, length)
+    (s1, l1), (s2, l2) = model.data_augmentation.views(seq, length)
     long_rows = length >= 4
     changed1 = ((s1 != seq).any(1) | (l1 != length))[long_rows]
     differ = ((s1 != s2).any(1) | (l1 != l2))[long_rows]
@@ -57,7 +57,7 @@ def test_augmentation_operators_switch(tmp_path):
     _, model, train_data, *_ = build("CL4SRec", tmp_path, augmentations=["crop"], crop_eta=0.5)
     batch = _batch(train_data)
     seq, length = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
-    (s1, l1), (s2, l2) = model.augmenter.views(seq, length)
+    (s1, l1), (s2, l2) = model.data_augmentation.views(seq, length)
     assert not (s1 == model.mask_token).any()
     assert torch.equal(l1, torch.clamp(torch.floor(0.5 * length.double()).long(), min=1))
 
@@ -67,14 +67,14 @@ def test_stored_training_data_is_unchanged_after_a_whole_epoch(tmp_path):
     stored = train_data._dataset.inter_feat
     before = {k: stored[k].clone() for k in (model.ITEM_SEQ, model.ITEM_SEQ_LEN, model.POS_ITEM_ID)}
     seen = []
-    original = model.augmenter.views
+    original = model.data_augmentation.views
 
     def spy(seq, length, *args, **kwargs):
         views = original(seq, length, *args, **kwargs)
         seen.append(any(not torch.equal(v, seq) for v, _ in views))
         return views
 
-    model.augmenter.views = spy
+    model.data_augmentation.views = spy
     Trainer(config, model)._train_epoch(train_data, 0)
     assert len(seen) == len(train_data) and all(seen)  # augmentation really ran and changed every batch
     for key, value in before.items():

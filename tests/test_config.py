@@ -119,3 +119,21 @@ def test_raw_config_rebuilds_the_same_config(tmp_path):
     again = Config(model=plain["model"], dataset=plain["dataset"], config_dict=dict(plain))
     for key in ("tau", "data_path", "eval_args", "train_neg_sample_args", "metrics", "hidden_size"):
         assert again[key] == config[key], key
+
+
+@pytest.mark.parametrize(
+    "model, key, old, new",
+    [
+        ("SRMA", "complement_mode", "official", "contrast_original"),
+        ("MCLRec", "meta_schedule", "official", "encoder_augmenter_encoder"),
+        ("DuoRec", "contrast", "us_x", "dropout_view_vs_same_target"),
+    ],
+)
+def test_renamed_option_values_keep_their_old_spelling_with_one_line_saying_so(tmp_path, model, key, old, new):
+    from tiny import tiny_config
+
+    config = Config(model=model, config_dict=tiny_config(tmp_path, **{key: old}))
+    assert config[key] == new
+    assert config.start_warnings == [f"{key}: '{old}' is a deprecated name, read as '{new}' (the same setting); "
+                                     f"write {key}: {new}"]
+    assert Config(model=model, config_dict=tiny_config(tmp_path, **{key: new})).start_warnings == []

@@ -92,7 +92,7 @@ def test_training_views_use_insert_and_substitute_and_short_rule(tmp_path):
     torch.manual_seed(0)
     grew = False
     for _ in range(20):
-        for view, view_len in model.augmenter.views(seq, length):
+        for view, view_len in model.data_augmentation.views(seq, length):
             grew |= bool((view_len > length).any())  # insert ran
             short = length <= 6
             # short rows: insert / substitute / mask only, so never shorter (no crop)

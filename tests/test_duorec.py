@@ -50,7 +50,7 @@ def _hand_info_nce(a, b, mask=None):
     return F.cross_entropy(logits, (torch.arange(2 * n) + n) % (2 * n))
 
 
-@pytest.mark.parametrize("contrast", ["us_x", "un", "su", "us"])
+@pytest.mark.parametrize("contrast", ["dropout_view_vs_same_target", "dropout_pair", "same_target_pair", "both_pairs"])
 @pytest.mark.parametrize("masking", [False, True])
 def test_loss_equals_a_hand_computation(tmp_path, contrast, masking):
     _, model, train_data, *_ = build(
@@ -71,10 +71,10 @@ def test_loss_equals_a_hand_computation(tmp_path, contrast, masking):
     expected_rec = F.cross_entropy(z @ model.item_weights().t(), target)
     # no dropout: the second pass equals the first
     expected = {
-        "us_x": 0.7 * _hand_info_nce(z, p, mask),
-        "un": 0.3 * _hand_info_nce(z, z, mask),
-        "su": 0.7 * _hand_info_nce(z, p, mask),
-        "us": 0.3 * _hand_info_nce(z, z, mask) + 0.7 * _hand_info_nce(z, p, mask),
+        "dropout_view_vs_same_target": 0.7 * _hand_info_nce(z, p, mask),
+        "dropout_pair": 0.3 * _hand_info_nce(z, z, mask),
+        "same_target_pair": 0.7 * _hand_info_nce(z, p, mask),
+        "both_pairs": 0.3 * _hand_info_nce(z, z, mask) + 0.7 * _hand_info_nce(z, p, mask),
     }[contrast]
     torch.testing.assert_close(rec.detach(), expected_rec, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(cl.detach(), expected, rtol=1e-5, atol=1e-6)
@@ -110,7 +110,7 @@ def test_a_batch_from_other_data_is_refused(tmp_path):
         model.calculate_loss(batch)
 
 
-@pytest.mark.parametrize("contrast", ["us_x", "un", "su", "us"])
+@pytest.mark.parametrize("contrast", ["dropout_view_vs_same_target", "dropout_pair", "same_target_pair", "both_pairs"])
 def test_each_variant_trains_an_epoch(tmp_path, contrast):
     config, model, train_data, valid_data, _ = build("DuoRec", tmp_path, contrast=contrast, **FAST)
     trainer = Trainer(config, model)
@@ -120,3 +120,13 @@ def test_each_variant_trains_an_epoch(tmp_path, contrast):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     result = trainer.evaluate(valid_data, load_best_model=False)
     assert 0 <= result["ndcg@10"] <= 1
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [("us_x", "dropout_view_vs_same_target"), ("un", "dropout_pair"), ("su", "same_target_pair"), ("us", "both_pairs")],
+)
+def test_the_official_codes_names_still_work_with_a_deprecation_line(tmp_path, old, new):
+    config, model, *_ = build("DuoRec", tmp_path, contrast=old, **FAST)
+    assert config["contrast"] == model.contrast == new
+    assert any(f"contrast: '{old}' is a deprecated name, read as '{new}'" in w for w in config.start_warnings)

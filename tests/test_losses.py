@@ -178,11 +178,6 @@ def test_invalid_arguments():
         info_nce(z, torch.randn(3, 3))
     with pytest.raises(ValueError, match="shape"):
         info_nce(z[0], z[0])
-    with pytest.raises(ValueError, match="similarity"):
-        info_nce(z, z, similarity="euclid")
-    for t in (0.0, -1.0, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="temperature"):
-            info_nce(z, z, temperature=t)
     with pytest.raises(ValueError, match="false_negative_mask"):
         info_nce(z, z, false_negative_mask=torch.zeros(3, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="false_negative_mask"):
@@ -249,5 +244,19 @@ def test_margin_regulariser_batch_of_one_and_gradient():
     z1 = torch.randn(6, 4, requires_grad=True)
     margin_regulariser(z1, torch.randn(6, 4)).backward()
     assert z1.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="similarity"):
-        margin_regulariser(z1, z1, similarity="l2")
+
+
+@pytest.mark.parametrize("model", ["CL4SRec", "DuoRec", "MCLRec"])
+def test_similarity_and_temperature_are_checked_once_at_start(tmp_path, model):
+    """The losses take them as given; the Config refuses what info_nce and margin_regulariser cannot use."""
+    from tiny import tiny_config
+
+    from recbole_srma.config import Config
+    from recbole_srma.errors import ConfigError
+
+    for sim in ("euclid", "l2"):
+        with pytest.raises(ValueError, match="similarity"):
+            Config(model=model, config_dict=tiny_config(tmp_path, sim=sim))
+    for t in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="temperature"):
+            Config(model=model, config_dict=tiny_config(tmp_path, tau=t))

@@ -14,7 +14,7 @@ from recbole_srma.model.losses import info_nce, margin_regulariser
 from recbole_srma.model.mclrec import MCLRec
 from recbole_srma.quick_start import run_recbole_srma
 from recbole_srma.registry import get_trainer
-from recbole_srma.trainer import MetaTrainer, PhaseOptimizer
+from recbole_srma.model_trainers import MetaTrainer, PhaseOptimizer
 
 ABLATIONS = Path(__file__).resolve().parents[1] / "properties" / "ablation"
 
@@ -84,7 +84,8 @@ def test_augmenter_phase_gives_the_encoder_no_gradient(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "schedule, encoder_steps, augmenter_steps", [("alternate", 1, 1), ("official", 2, 1)]
+    "schedule, encoder_steps, augmenter_steps",
+    [("alternate", 1, 1), ("encoder_augmenter_encoder", 2, 1), ("official", 2, 1)],  # the last: the old spelling
 )
 def test_schedules_step_each_optimiser_per_batch_and_share_the_views(
     tmp_path, schedule, encoder_steps, augmenter_steps

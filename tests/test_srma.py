@@ -9,7 +9,7 @@ from tiny import build, tiny_config
 from recbole_srma.errors import CheckpointError, ConfigError
 from recbole_srma.model.layers import sample_kept_layers
 from recbole_srma.quick_start import run_recbole_srma
-from recbole_srma.trainer import Trainer
+from recbole_srma.model_trainers import SRMATrainer
 
 ABLATIONS = Path(__file__).resolve().parents[1] / "properties" / "ablation"
 NO_COMPLEMENT = {"complement_type": "none"}
@@ -122,7 +122,7 @@ def test_neuron_mask_p_sets_the_feed_forward_dropout(tmp_path):
 def test_complement_is_pretrained_frozen_cached_and_unused_at_inference(tmp_path, kind):
     settings = {"complement_type": kind, "complement_epochs": 1}
     config, model, train_data, valid_data, _ = build("SRMA", tmp_path, **settings)
-    trainer = Trainer(config, model)
+    trainer = SRMATrainer(config, model)
     trainer.fit(train_data, valid_data, saved=True)
     assert bool(model.complement_ready)
     cached = list((Path(config["checkpoint_dir"]) / "srma_complement").glob(f"*-{kind}-*.pth"))
@@ -148,18 +148,18 @@ def test_complement_is_pretrained_frozen_cached_and_unused_at_inference(tmp_path
 
     # the cache is reused by the next run with the same data and settings, and matched by type
     config2, model2, train2, valid2, _ = build("SRMA", tmp_path, **settings)
-    model2.before_fit(Trainer(config2, model2), train2, valid2, False)
+    SRMATrainer(config2, model2).prepare_complement(train2, valid2)
     assert bool(model2.complement_ready)
     assert len(list(cached[0].parent.glob("*.pth"))) == 1
     other = "gru" if kind != "gru" else "transformer"
-    _, model3, *_ = build("SRMA", tmp_path, complement_type=other)
+    config3, model3, *_ = build("SRMA", tmp_path, complement_type=other)
     with pytest.raises(CheckpointError, match=f"holds a '{kind}' complement encoder"):
-        model3.load_complement(str(cached[0]))
+        SRMATrainer(config3, model3).load_complement(str(cached[0]))
 
 
 def test_complement_changes_the_contrastive_term(tmp_path):
     config, model, train_data, valid_data, _ = build("SRMA", tmp_path, complement_epochs=1)
-    model.before_fit(Trainer(config, model), train_data, valid_data, False)
+    SRMATrainer(config, model).prepare_complement(train_data, valid_data)
     batch = _batch(train_data)
     torch.manual_seed(3)
     _, with_complement = model.calculate_loss(batch)

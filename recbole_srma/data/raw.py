@@ -18,6 +18,7 @@ import os
 import re
 from pathlib import Path
 
+from recbole_srma import PROPERTIES_DIR
 from recbole_srma.data.convert import (
     convert_into_folder,
     inter_path,
@@ -37,7 +38,6 @@ OFFLINE_ENV = "RECBOLE_SRMA_OFFLINE"
 DEFAULT_CACHE_DIR = Path("~/.cache/recbole_srma")
 DOWNLOAD_TIMEOUT_S = 30
 
-PROPERTIES_DIR = Path(__file__).resolve().parents[2] / "properties"
 DATASET_PROPERTIES_DIR = PROPERTIES_DIR / "dataset"
 
 _STATS_RE = re.compile(r"users\s*=\s*(\d+)\s+items\s*=\s*(\d+)\s+interactions\s*=\s*(\d+)")

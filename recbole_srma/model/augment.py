@@ -1,11 +1,12 @@
 """Sequence augmentations for contrastive sequential recommendation (one place for all of them).
 
-Conventions (RecBole): ``item_seq`` is a LongTensor ``[B, L]`` RIGHT-padded with 0 (the real items of row ``b`` sit at
-positions ``0 .. len_b - 1``), ``item_seq_len`` is a LongTensor ``[B]`` with ``1 <= len_b <= L`` (a precondition: it is
-not checked, as that would force a device synchronisation). ``mask_token`` is a dedicated item id (``n_items``, one past
-the last real item id). Rates follow the CL4SRec paper (Xie et al., ICDE 2022): ``eta`` crop, ``gamma`` mask, ``beta``
-reorder; each must lie in ``[0, 1]``, otherwise :class:`recbole_srma.errors.ConfigError` is raised. ``floor`` below is
-the floor of the float64 product ``rate * len`` (the same value Python's ``math.floor(rate * len)`` gives).
+Conventions (RecBole): ``item_seq`` is a LongTensor ``[B, L]``, left-aligned (the real items of row ``b`` sit at
+positions ``0 .. len_b - 1``, zeros after), ``item_seq_len`` is a LongTensor ``[B]`` with ``1 <= len_b <= L`` (a
+precondition: it is not checked, as that would force a device synchronisation). ``mask_token`` is a dedicated item id
+(``n_items``, one past the last real item id). Rates follow the CL4SRec paper (Xie et al., ICDE 2022): ``eta`` crop,
+``gamma`` mask, ``beta`` reorder; each lies in ``[0, 1]``: the operators assume it, the hyper-parameters are checked
+once, when the Config is built (``HPARAMS`` of each model, :mod:`recbole_srma.hparams`). ``floor`` below is the floor
+of the float64 product ``rate * len`` (the same value Python's ``math.floor(rate * len)`` gives).
 
 Exact definitions, applied to every row independently (``len`` is the row's length):
 
@@ -26,9 +27,6 @@ Exact definitions, applied to every row independently (``len`` is the row's leng
   most similar item of the item there is inserted; the length grows by ``k``, and when it passes ``L`` the oldest
   items are dropped (the most recent ``L`` are kept, as CoSeRec's data pipeline does).
 
-* ``cloze_mask`` (BERT4Rec's training task, not a contrastive view): every real position is masked independently
-  with probability ``mask_ratio`` (or only the last one); it also returns which positions are to be predicted.
-
 ``lookup`` maps a LongTensor of item ids to the most similar item of each (same shape; padding 0 maps to 0).
 
 Hence a length-1 row is unchanged by all of them (for rates < 1; ``crop`` always keeps at least one item), and
@@ -39,9 +37,11 @@ from an optional ``torch.Generator`` (``None``: the global RNG; a generator must
 writes to its inputs, and returns fresh tensors that share no storage with them (a known bug in public code mutates the
 stored training sequences through tensor views).
 
-:class:`SequenceAugmenter` composes operators into contrastive views. To add an operator: write a function
-``op(item_seq, item_seq_len, <its parameters>, generator=None) -> (seq, seq_len)`` with the guarantees above, and add
-one entry to ``_BUILDERS`` (plus a keyword for its parameters in :meth:`SequenceAugmenter.from_rates`).
+:class:`DataAugmentation` composes operators into contrastive views; :meth:`DataAugmentation.from_config` builds it
+from a model's config (every model's one way to get its operators). To add an operator: write a function
+``op(item_seq, item_seq_len, <its parameters>, generator=None) -> (seq, seq_len)`` with the guarantees above, add one
+entry to ``_BUILDERS``, a keyword for its rate in :meth:`DataAugmentation.from_rates` and ``RATE_KEYS``, and its rate
+to the ``HPARAMS`` of the models that offer it.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ __all__ = [
     "identity",
     "substitute",
     "insert",
-    "cloze_mask",
     "Operator",
+    "DataAugmentation",
     "SequenceAugmenter",
     "OPERATOR_NAMES",
 ]
@@ -74,13 +74,6 @@ OperatorFn = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Generator]], S
 # --------------------------------------------------------------------------------------------------------------------
 # validation helpers
 # --------------------------------------------------------------------------------------------------------------------
-def _check_rate(name: str, value) -> float:
-    """Return ``value`` as a float, raising ConfigError unless it is a real number in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0.0 <= float(value) <= 1.0):
-        raise ConfigError(f"{name} must be a number in [0, 1] (inclusive), got {value!r}")
-    return float(value)
-
-
 def _check_seq(item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> None:
     if not isinstance(item_seq, torch.Tensor) or item_seq.dim() != 2:
         raise ValueError(f"item_seq must be a 2-D tensor [B, L], got {getattr(item_seq, 'shape', type(item_seq))}")
@@ -116,7 +109,6 @@ def crop(
     item_seq: torch.Tensor, item_seq_len: torch.Tensor, eta: float, generator: Optional[torch.Generator] = None
 ) -> SeqPair:
     """Keep ``max(1, floor(eta * len))`` contiguous items from a uniform start, moved to the front (rest 0)."""
-    eta = _check_rate("eta (crop rate)", eta)
     _check_seq(item_seq, item_seq_len)
     lengths = item_seq_len.to(torch.long)
     n = _floor_rate(eta, lengths).clamp_min(1)
@@ -137,9 +129,7 @@ def mask(
     generator: Optional[torch.Generator] = None,
 ) -> SeqPair:
     """Replace exactly ``floor(gamma * len)`` distinct uniformly chosen real positions by ``mask_token``."""
-    gamma = _check_rate("gamma (mask rate)", gamma)
     _check_seq(item_seq, item_seq_len)
-    _check_mask_token(mask_token)
     chosen = _random_positions(item_seq, item_seq_len.to(torch.long), _floor_rate(gamma, item_seq_len), generator)
     seq = torch.where(chosen, torch.full_like(item_seq, int(mask_token)), item_seq)
     return seq, item_seq_len.clone()
@@ -153,9 +143,7 @@ def segment_mask(
     generator: Optional[torch.Generator] = None,
 ) -> SeqPair:
     """Replace a contiguous window of ``floor(gamma * len)`` items at a uniform start by ``mask_token``."""
-    gamma = _check_rate("gamma (segment mask rate)", gamma)
     _check_seq(item_seq, item_seq_len)
-    _check_mask_token(mask_token)
     lengths = item_seq_len.to(torch.long)
     n = _floor_rate(gamma, lengths)
     start = _uniform_start(n, lengths, generator)
@@ -163,46 +151,6 @@ def segment_mask(
     window = (pos >= start.unsqueeze(1)) & (pos < (start + n).unsqueeze(1))
     seq = torch.where(window, torch.full_like(item_seq, int(mask_token)), item_seq)
     return seq, item_seq_len.clone()
-
-
-def cloze_mask(
-    item_seq: torch.Tensor,
-    item_seq_len: torch.Tensor,
-    mask_ratio: float,
-    mask_token: int,
-    last_only: bool = False,
-    max_targets: Optional[int] = None,
-    generator: Optional[torch.Generator] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """BERT4Rec's cloze task: ``(masked_seq, targets)``, not a view (the length is unchanged and not returned).
-
-    Each real position is replaced by ``mask_token`` independently with probability ``mask_ratio`` (the number per
-    row is random, possibly 0), or, with ``last_only``, exactly the last real position is. ``targets`` (bool
-    ``[B, L]``) marks the positions whose item the model must predict: the masked ones, or only the last
-    ``max_targets`` masked positions of each row when that is given (RecBole's ``MaskItemSequence`` keeps that many;
-    the earlier ones stay masked in the input but are not predicted).
-    """
-    mask_ratio = _check_rate("mask_ratio", mask_ratio)
-    _check_seq(item_seq, item_seq_len)
-    _check_mask_token(mask_token)
-    lengths = item_seq_len.to(torch.long)
-    pos = torch.arange(item_seq.shape[1], device=item_seq.device).unsqueeze(0)
-    if last_only:
-        chosen = pos == (lengths - 1).unsqueeze(1)
-    else:
-        draws = torch.rand(item_seq.shape, generator=generator, device=item_seq.device)
-        chosen = (pos < lengths.unsqueeze(1)) & (draws < mask_ratio)
-    masked = torch.where(chosen, torch.full_like(item_seq, int(mask_token)), item_seq)
-    targets = chosen
-    if max_targets is not None:
-        at_or_after = chosen.flip(1).cumsum(1).flip(1)  # masked positions from t to the end of the row
-        targets = chosen & (at_or_after <= max_targets)
-    return masked, targets
-
-
-def _check_mask_token(mask_token):
-    if isinstance(mask_token, bool) or not isinstance(mask_token, numbers.Integral) or mask_token < 1:
-        raise ValueError(f"mask_token must be a positive integer item id (n_items), got {mask_token!r}")
 
 
 def _random_positions(item_seq, lengths, k, generator):
@@ -221,7 +169,6 @@ def reorder(
     item_seq: torch.Tensor, item_seq_len: torch.Tensor, beta: float, generator: Optional[torch.Generator] = None
 ) -> SeqPair:
     """Uniformly permute a contiguous window of ``floor(beta * len)`` items at a uniform start; rest unchanged."""
-    beta = _check_rate("beta (reorder rate)", beta)
     _check_seq(item_seq, item_seq_len)
     B, L = item_seq.shape
     lengths = item_seq_len.to(torch.long)
@@ -254,7 +201,6 @@ def substitute(
     generator: Optional[torch.Generator] = None,
 ) -> SeqPair:
     """Replace ``max(1, floor(rate * len))`` distinct random real items by their most similar item."""
-    rate = _check_rate("substitute rate", rate)
     _check_seq(item_seq, item_seq_len)
     lengths = item_seq_len.to(torch.long)
     chosen = _random_positions(item_seq, lengths, _floor_rate(rate, lengths).clamp_min(1), generator)
@@ -270,7 +216,6 @@ def insert(
 ) -> SeqPair:
     """Insert the most similar item before ``max(1, floor(rate * len))`` distinct random real positions; keep the
     most recent ``L`` items."""
-    rate = _check_rate("insert rate", rate)
     _check_seq(item_seq, item_seq_len)
     B, L = item_seq.shape
     lengths = item_seq_len.to(torch.long)
@@ -311,7 +256,7 @@ class Operator:
         return f"{getattr(self.fn, '__name__', repr(self.fn))}({args})"
 
 
-# name -> builder(params) -> Operator, where params holds every keyword of SequenceAugmenter.from_rates.
+# name -> builder(params) -> Operator, where params holds every keyword of DataAugmentation.from_rates.
 _BUILDERS: dict[str, Callable[[dict], Operator]] = {
     "crop": lambda p: Operator(crop, eta=p["crop_eta"]),
     "mask": lambda p: Operator(mask, gamma=p["mask_gamma"], mask_token=p["mask_token"]),
@@ -322,6 +267,8 @@ _BUILDERS: dict[str, Callable[[dict], Operator]] = {
     "insert": lambda p: Operator(insert, rate=p["insert_rate"], lookup=p["lookup"]),
 }
 OPERATOR_NAMES: Tuple[str, ...] = tuple(_BUILDERS)
+#: The config keys of the operators' rates.
+RATE_KEYS = ("crop_eta", "mask_gamma", "reorder_beta", "insert_rate", "substitute_rate", "segment_mask_gamma")
 
 
 def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -331,8 +278,8 @@ def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
 # --------------------------------------------------------------------------------------------------------------------
 # composition
 # --------------------------------------------------------------------------------------------------------------------
-class SequenceAugmenter:
-    """Draws contrastive views of a batch of sequences from a set of named operators.
+class DataAugmentation:
+    """Data augmentation: draws contrastive views of a batch of sequences from a set of named operators.
 
     ``operators`` maps a name to a callable ``op(item_seq, item_seq_len, generator) -> (seq, seq_len)`` (called with the
     generator as third positional argument) that obeys the module's guarantees (fresh outputs, inputs untouched).
@@ -352,7 +299,7 @@ class SequenceAugmenter:
     ):
         if not isinstance(operators, Mapping) or len(operators) == 0:
             raise ConfigError(
-                "SequenceAugmenter needs at least one operator; for no augmentation use SequenceAugmenter.identity() "
+                "DataAugmentation needs at least one operator; for no augmentation use DataAugmentation.identity() "
                 "or operators=('identity',)"
             )
         for name, op in operators.items():
@@ -372,7 +319,7 @@ class SequenceAugmenter:
         self.short_names: Tuple[str, ...] = tuple(short_operators) if short_threshold is not None else ()
 
     def __repr__(self) -> str:
-        return f"SequenceAugmenter({self.operators!r})"
+        return f"DataAugmentation({self.operators!r})"
 
     @classmethod
     def from_rates(
@@ -387,21 +334,22 @@ class SequenceAugmenter:
         lookup: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
         segment_mask_gamma: float = 0.3,
         **options,
-    ) -> "SequenceAugmenter":
+    ) -> "DataAugmentation":
         """Build from rates; ``operators`` picks (and orders) names from ``OPERATOR_NAMES``.
 
-        All rates are validated (ConfigError outside [0, 1]) even when their operator is not selected;
-        ``mask_token`` is required only when ``"mask"`` is selected, ``lookup`` (item -> most similar item) only
+        Rates are used as given (in [0, 1]: checked when the Config is built); ``mask_token`` (checked here, the one
+        place every masking operator gets it from) is required only when ``"mask"`` or ``"segment_mask"`` is
+        selected, ``lookup`` (item -> most similar item) only
         for ``"insert"`` / ``"substitute"``. ``operators=("identity",)`` gives no augmentation. ``options`` go to
         the constructor (``distinct``, ``short_threshold``, ``short_operators``).
         """
         params = {
-            "crop_eta": _check_rate("crop_eta", crop_eta),
-            "mask_gamma": _check_rate("mask_gamma", mask_gamma),
-            "reorder_beta": _check_rate("reorder_beta", reorder_beta),
-            "insert_rate": _check_rate("insert_rate", insert_rate),
-            "substitute_rate": _check_rate("substitute_rate", substitute_rate),
-            "segment_mask_gamma": _check_rate("segment_mask_gamma", segment_mask_gamma),
+            "crop_eta": crop_eta,
+            "mask_gamma": mask_gamma,
+            "reorder_beta": reorder_beta,
+            "insert_rate": insert_rate,
+            "substitute_rate": substitute_rate,
+            "segment_mask_gamma": segment_mask_gamma,
             "mask_token": mask_token,
             "lookup": lookup,
         }
@@ -420,16 +368,26 @@ class SequenceAugmenter:
             raise ConfigError(f"augmentation operators must not repeat, got {list(names)}")
         masking = [n for n in names if n in ("mask", "segment_mask")]
         if masking and (
-            mask_token is None or isinstance(mask_token, bool) or not isinstance(mask_token, numbers.Integral)
+            isinstance(mask_token, bool) or not isinstance(mask_token, numbers.Integral) or mask_token < 1
         ):
-            raise ConfigError(f"the {masking} operator(s) need mask_token (an int, = n_items), got {mask_token!r}")
+            raise ConfigError(
+                f"the {masking} operator(s) need mask_token, a positive integer item id (n_items), got {mask_token!r}"
+            )
         needs_lookup = [n for n in names if n in ("insert", "substitute")]
         if needs_lookup and not callable(lookup):
             raise ConfigError(f"the {needs_lookup} operator(s) need an item-similarity lookup (CoSeRec builds one)")
         return cls({n: _BUILDERS[n](params) for n in names}, **options)
 
     @classmethod
-    def identity(cls) -> "SequenceAugmenter":
+    def from_config(cls, config, mask_token, lookup=None, operators_key="augmentations", **options):
+        """The operators a model's config names (``config[operators_key]``), with its rates (``RATE_KEYS``: those
+        the config sets; the others keep :meth:`from_rates`' defaults and go unused). ``options`` as in
+        :meth:`from_rates`."""
+        rates = {key: config[key] for key in RATE_KEYS if key in config and config[key] is not None}
+        return cls.from_rates(mask_token=mask_token, lookup=lookup, operators=config[operators_key], **rates, **options)
+
+    @classmethod
+    def identity(cls) -> "DataAugmentation":
         """No augmentation: every view is a copy of the input."""
         return cls({"identity": Operator(identity)})
 
@@ -502,3 +460,7 @@ class SequenceAugmenter:
                 seq_len = seq_len.clone()
             views.append((seq, seq_len))
         return views
+
+
+#: The former name of :class:`DataAugmentation` ("augmenter" also names MCLRec's learnable model augmenters).
+SequenceAugmenter = DataAugmentation

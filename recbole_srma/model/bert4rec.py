@@ -18,7 +18,7 @@ What RecBole's class does, and so does this one:
   even when the history is shorter than ``MAX_ITEM_LIST_LENGTH``), then the mask position is scored the same way.
 
 How it differs from RecBole's class, none of which changes the model or its training distribution:
-- the masks are drawn inside ``calculate_loss`` by :func:`~recbole_srma.model.augment.cloze_mask`, vectorised and from
+- the masks are drawn inside ``calculate_loss`` by :func:`cloze_mask`, vectorised and from
   torch's RNG, instead of by RecBole's ``mask_itemseq`` transform (a Python loop, Python's ``random``) in the data
   loader, so the draws differ from RecBole's for the same seed; the negative items that transform also draws are
   unused by the CE loss and not drawn;
@@ -36,8 +36,33 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from recbole_srma import hparams
-from recbole_srma.model.augment import cloze_mask
-from recbole_srma.model.backbone import SequentialBackboneRecommender, gelu
+from recbole_srma.compat import gelu
+from recbole_srma.model.recommender import SequentialBackboneRecommender
+
+
+def cloze_mask(item_seq, item_seq_len, mask_ratio, mask_token, last_only=False, max_targets=None, generator=None):
+    """BERT4Rec's cloze task: ``(masked_seq, targets)``, not a view (the length is unchanged and not returned).
+
+    Each real position is replaced by ``mask_token`` independently with probability ``mask_ratio`` (the number per
+    row is random, possibly 0), or, with ``last_only``, exactly the last real position is. ``targets`` (bool
+    ``[B, L]``) marks the positions whose item the model must predict: the masked ones, or only the last
+    ``max_targets`` masked positions of each row when that is given (RecBole's ``MaskItemSequence`` keeps that many;
+    the earlier ones stay masked in the input but are not predicted). ``mask_ratio`` is checked when the Config is
+    built (``mask_ratio`` in ``PluginBERT4Rec.HPARAMS``).
+    """
+    lengths = item_seq_len.to(torch.long)
+    pos = torch.arange(item_seq.shape[1], device=item_seq.device).unsqueeze(0)
+    if last_only:
+        chosen = pos == (lengths - 1).unsqueeze(1)
+    else:
+        draws = torch.rand(item_seq.shape, generator=generator, device=item_seq.device)
+        chosen = (pos < lengths.unsqueeze(1)) & (draws < mask_ratio)
+    masked = torch.where(chosen, torch.full_like(item_seq, int(mask_token)), item_seq)
+    targets = chosen
+    if max_targets is not None:
+        at_or_after = chosen.flip(1).cumsum(1).flip(1)  # masked positions from t to the end of the row
+        targets = chosen & (at_or_after <= max_targets)
+    return masked, targets
 
 
 class PluginBERT4Rec(SequentialBackboneRecommender):
@@ -64,7 +89,7 @@ class PluginBERT4Rec(SequentialBackboneRecommender):
         return self.output_ln(gelu(self.output_ffn(hidden)))
 
     def cloze(self, item_seq, item_seq_len, generator=None):
-        """One training draw: ``(masked_seq, targets)`` (see :func:`~recbole_srma.model.augment.cloze_mask`)."""
+        """One training draw: ``(masked_seq, targets)`` (see :func:`cloze_mask`)."""
         last_only = bool(torch.rand((), generator=generator, device=item_seq.device) < self.ft_ratio)
         masked_seq, targets = cloze_mask(
             item_seq, item_seq_len, self.mask_ratio, self.mask_token, last_only, self.max_targets, generator

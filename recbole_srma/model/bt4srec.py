@@ -17,10 +17,11 @@ Positives (``bt_positive``):
   sampler DuoRec uses, :mod:`recbole_srma.model.same_target`);
 - ``both``: the sum of the two terms.
 
-``pretrain_epochs > 0``: before the usual training, the encoder and projector are trained for that many epochs on
-``L_BT`` alone (no next-item loss; RecBole's training epoch with this loss and its own optimiser), then training continues on ``L_rec + alpha * L_BT`` (``alpha: 0`` makes it
-fine-tuning with CE only). A buffer records that pre-training happened, so resuming from a checkpoint does not repeat
-it. Batches of fewer than 2 sequences have no batch statistics: their ``L_BT`` is skipped (0, no NaN).
+``pretrain_epochs > 0``: before the usual training, :class:`~recbole_srma.model_trainers.BT4SRecTrainer` trains
+the encoder and projector for that many epochs on ``L_BT`` alone (:meth:`BT4SRec.pretrain_loss`, no next-item loss),
+then training continues on ``L_rec + alpha * L_BT`` (``alpha: 0`` makes it fine-tuning with CE only). A buffer
+records that pre-training happened, so resuming from a checkpoint does not repeat it. Batches of fewer than 2
+sequences have no batch statistics: their ``L_BT`` is skipped (0, no NaN).
 
 Deviations and choices (the paper gives no code; docs/models.md): the projector is the Barlow Twins paper's
 (linear layers without bias, BatchNorm and ReLU between them), each view projected with its own batch statistics;
@@ -29,16 +30,14 @@ value chosen for 64-dimensional projections by a sweep (docs/models.md), not the
 dimensions; the next-item loss is the package's full-softmax CE.
 """
 
-import time
 
 import torch
-from recbole.utils import set_color
 
 from recbole_srma import hparams
-from recbole_srma.model.augment import OPERATOR_NAMES, SequenceAugmenter
-from recbole_srma.model.backbone import SequentialBackboneRecommender
+from recbole_srma.model.augment import OPERATOR_NAMES, DataAugmentation
 from recbole_srma.model.layers import Projector
 from recbole_srma.model.losses import barlow_twins
+from recbole_srma.model.recommender import SequentialBackboneRecommender
 from recbole_srma.model.same_target import SameTargetSampler
 
 POSITIVES = ("augment", "same_target", "both")
@@ -75,13 +74,7 @@ class BT4SRec(SequentialBackboneRecommender):
         self.bt_positive = config["bt_positive"]
         self.pretrain_epochs = config["pretrain_epochs"]
         self.projector = Projector(config["hidden_size"], config["projector_sizes"])
-        self.augmenter = SequenceAugmenter.from_rates(
-            mask_gamma=config["mask_gamma"],
-            segment_mask_gamma=config["segment_mask_gamma"],
-            reorder_beta=config["reorder_beta"],
-            mask_token=self.mask_token,
-            operators=config["augmentations"],
-        )
+        self.data_augmentation = DataAugmentation.from_config(config, self.mask_token)
         self.same_target = None
         if self.bt_positive in ("same_target", "both"):
             self.same_target = SameTargetSampler(
@@ -96,7 +89,7 @@ class BT4SRec(SequentialBackboneRecommender):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         seqs, lens = [item_seq], [item_seq_len]
         if self.bt_positive in ("augment", "both"):
-            for seq, length in self.augmenter.views(item_seq, item_seq_len, n_views=2):
+            for seq, length in self.data_augmentation.views(item_seq, item_seq_len, n_views=2):
                 seqs.append(seq), lens.append(length)
         if self.same_target is not None:
             partner_seq, partner_len, _ = self.same_target.partners(interaction)
@@ -110,7 +103,8 @@ class BT4SRec(SequentialBackboneRecommender):
         return hidden[0], pairs
 
     def bt_loss(self, pairs):
-        """Sum of the Barlow Twins losses of the projected pairs; 0 for batches of one sequence (no batch statistics)."""
+        """Sum of the Barlow Twins losses of the projected pairs; 0 for batches of one sequence (no batch
+        statistics)."""
         if pairs[0][0].shape[0] < 2:
             # zero, but every parameter of the term stays in the graph (distributed gradient sync expects them)
             touched = [a.sum() + b.sum() for a, b in pairs] + [p.sum() for p in self.projector.parameters()]
@@ -129,32 +123,3 @@ class BT4SRec(SequentialBackboneRecommender):
     def pretrain_loss(self, interaction):
         """``L_BT`` alone (the pre-training stage's objective)."""
         return self.bt_loss(self.encode_pairs(interaction)[1])
-
-    def before_fit(self, trainer, train_data, valid_data, show_progress):
-        """The optional pre-training stage: ``pretrain_epochs`` epochs on ``L_BT`` alone, once per model.
-
-        It runs RecBole's own training epoch with :meth:`pretrain_loss` as the loss function, so progress bars, AMP
-        and distributed gradient sync are RecBole's; a separate optimiser of the same kind, so the fine-tuning starts
-        from a fresh optimiser state.
-        """
-        if self.pretrain_epochs == 0 or bool(self.pretrained):
-            return
-        trainer.logger.info(
-            set_color("BT4SRec pre-training", "blue")
-            + f": {self.pretrain_epochs} epochs on the Barlow Twins loss alone ({self.bt_positive} positives)"
-        )
-        fine_tuning_optimizer, trainer.optimizer = trainer.optimizer, trainer._build_optimizer()
-        writer = trainer.stage_writer("pretraining")
-        try:
-            for epoch in range(self.pretrain_epochs):
-                start = time.time()
-                loss = trainer._train_epoch(train_data, epoch, loss_func=self.pretrain_loss, show_progress=show_progress)
-                writer.add_scalar("Loss/Train", loss, epoch)
-                trainer.logger.info(
-                    f"pre-training epoch {epoch} [time: {time.time() - start:.2f}s, Barlow Twins loss: {loss:.4f}]"
-                )
-        finally:
-            trainer.optimizer = fine_tuning_optimizer
-            writer.close()
-        self.pretrained.fill_(True)
-        trainer.logger.info(set_color("BT4SRec pre-training done", "blue") + "; training with the next-item loss")

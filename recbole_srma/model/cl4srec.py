@@ -18,17 +18,17 @@ Deviations:
 import torch
 
 from recbole_srma import hparams
-from recbole_srma.model.augment import OPERATOR_NAMES, SequenceAugmenter
-from recbole_srma.model.backbone import SequentialBackboneRecommender
+from recbole_srma.model.augment import OPERATOR_NAMES, DataAugmentation
 from recbole_srma.model.losses import SIMILARITIES, info_nce
+from recbole_srma.model.recommender import SequentialBackboneRecommender
 
 
 class CL4SRec(SequentialBackboneRecommender):
     HPARAMS = {
         **SequentialBackboneRecommender.HPARAMS,
         "cl_lambda": hparams.non_negative,
-        "tau": hparams.positive,
-        "sim": hparams.one_of(*SIMILARITIES),
+        "tau": hparams.temperature,
+        "sim": hparams.one_of(*SIMILARITIES, what="similarity"),
         "crop_eta": hparams.rate,
         "mask_gamma": hparams.rate,
         "reorder_beta": hparams.rate,
@@ -40,17 +40,11 @@ class CL4SRec(SequentialBackboneRecommender):
         self.cl_lambda = config["cl_lambda"]
         self.tau = config["tau"]
         self.sim = config["sim"]
-        self.augmenter = self.build_augmenter(config, dataset)
+        self.data_augmentation = self.build_data_augmentation(config, dataset)
 
-    def build_augmenter(self, config, dataset):
+    def build_data_augmentation(self, config, dataset):
         """CL4SRec's views: two distinct operators per sequence among crop, mask and reorder."""
-        return SequenceAugmenter.from_rates(
-            crop_eta=config["crop_eta"],
-            mask_gamma=config["mask_gamma"],
-            reorder_beta=config["reorder_beta"],
-            mask_token=self.mask_token,
-            operators=config["augmentations"],
-        )
+        return DataAugmentation.from_config(config, self.mask_token)
 
     def encode_with_views(self, item_seq, item_seq_len, views=None):
         """The batch and two augmented views of it, encoded in one pass: ``(seq_output, z1, z2, (seq1, len1))``.
@@ -59,7 +53,7 @@ class CL4SRec(SequentialBackboneRecommender):
         ``None`` draws them here.
         """
         if views is None:
-            views = self.augmenter.views(item_seq, item_seq_len, n_views=2)
+            views = self.data_augmentation.views(item_seq, item_seq_len, n_views=2)
         hidden = self.encode_stacked(
             torch.cat([item_seq] + [seq for seq, _ in views]), torch.cat([item_seq_len] + [n for _, n in views])
         )

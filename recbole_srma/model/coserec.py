@@ -31,7 +31,7 @@ from recbole.utils import set_color
 from recbole_srma import hparams
 from recbole_srma.errors import ConfigError
 from recbole_srma.model import similarity
-from recbole_srma.model.augment import OPERATOR_NAMES, SequenceAugmenter
+from recbole_srma.model.augment import OPERATOR_NAMES, DataAugmentation
 from recbole_srma.model.cl4srec import CL4SRec
 
 
@@ -60,7 +60,7 @@ class CoSeRec(CL4SRec):
                 "short sequences draw from a subset of the operators"
             )
 
-    def build_augmenter(self, config, dataset):
+    def build_data_augmentation(self, config, dataset):
         neighbour, score, info = similarity.offline_top1(
             dataset,
             self.ITEM_SEQ,
@@ -80,15 +80,10 @@ class CoSeRec(CL4SRec):
         self.hybrid_warm_up_epochs = config["hybrid_warm_up_epochs"]
         self.hybrid_since = None
         threshold = config["augment_threshold"]
-        return SequenceAugmenter.from_rates(
-            crop_eta=config["crop_eta"],
-            mask_gamma=config["mask_gamma"],
-            reorder_beta=config["reorder_beta"],
-            insert_rate=config["insert_rate"],
-            substitute_rate=config["substitute_rate"],
-            mask_token=self.mask_token,
+        return DataAugmentation.from_config(
+            config,
+            self.mask_token,
             lookup=self.most_similar,
-            operators=config["augmentations"],
             distinct=False,
             short_threshold=None if threshold == -1 else threshold,
             short_operators=config["short_augmentations"],

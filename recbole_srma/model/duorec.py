@@ -6,14 +6,16 @@ Two positive views of a training sequence, no data augmentation:
 - supervised: another training sequence with the same target item, drawn at random at every step (the sequence
   itself when no other has that target).
 
-``contrast`` picks the loss (the official code's names):
+``contrast`` picks the loss (the official code's names, still accepted, in brackets):
 
-====== =================================================================================
-us_x   the paper's model: ``sem_lambda * InfoNCE(second pass, same-target sequence)``
-un     unsupervised only: ``cl_lambda * InfoNCE(first pass, second pass)``
-su     supervised only: ``sem_lambda * InfoNCE(first pass, same-target sequence)``
-us     both: the ``un`` term plus the ``su`` term
-====== =================================================================================
+=========================== ============================================================================
+dropout_view_vs_same_target the paper's model: ``sem_lambda * InfoNCE(second pass, same-target sequence)``
+                            (``us_x``)
+dropout_pair                unsupervised only: ``cl_lambda * InfoNCE(first pass, second pass)`` (``un``)
+same_target_pair            supervised only: ``sem_lambda * InfoNCE(first pass, same-target sequence)``
+                            (``su``)
+both_pairs                  both: the ``dropout_pair`` term plus the ``same_target_pair`` term (``us``)
+=========================== ============================================================================
 
 each added to the full-softmax next-item loss of the first pass. All passes of a batch go through the encoder in
 one call. ``false_negative_masking: True`` removes sequences with the same target from each other's negatives
@@ -31,11 +33,14 @@ stale when the data change); the next-item loss is the package's full softmax (t
 import torch
 
 from recbole_srma import hparams
-from recbole_srma.model.backbone import SequentialBackboneRecommender
 from recbole_srma.model.losses import SIMILARITIES, info_nce
+from recbole_srma.model.recommender import SequentialBackboneRecommender
 from recbole_srma.model.same_target import SameTargetSampler
 
-CONTRASTS = ("us_x", "un", "su", "us")
+CONTRASTS = ("dropout_view_vs_same_target", "dropout_pair", "same_target_pair", "both_pairs")
+# which extra encoder passes each contrast needs
+_SECOND_PASS = ("dropout_view_vs_same_target", "dropout_pair", "both_pairs")
+_SAME_TARGET = ("dropout_view_vs_same_target", "same_target_pair", "both_pairs")
 
 
 class DuoRec(SequentialBackboneRecommender):
@@ -44,8 +49,8 @@ class DuoRec(SequentialBackboneRecommender):
         "contrast": hparams.one_of(*CONTRASTS),
         "cl_lambda": hparams.non_negative,
         "sem_lambda": hparams.non_negative,
-        "tau": hparams.positive,
-        "sim": hparams.one_of(*SIMILARITIES),
+        "tau": hparams.temperature,
+        "sim": hparams.one_of(*SIMILARITIES, what="similarity"),
         "false_negative_masking": hparams.boolean,
     }
 
@@ -70,9 +75,9 @@ class DuoRec(SequentialBackboneRecommender):
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         target = interaction[self.POS_ITEM_ID]
         seqs, lens = [item_seq], [item_seq_len]
-        if self.contrast in ("un", "us", "us_x"):
+        if self.contrast in _SECOND_PASS:
             seqs.append(item_seq), lens.append(item_seq_len)
-        if self.contrast in ("su", "us", "us_x"):
+        if self.contrast in _SAME_TARGET:
             partner_seq, partner_len, _ = self.same_target_partners(interaction)
             seqs.append(partner_seq), lens.append(partner_len)
         hidden = self.forward(torch.cat(seqs), torch.cat(lens)).chunk(len(seqs))
@@ -81,11 +86,11 @@ class DuoRec(SequentialBackboneRecommender):
 
         mask = (target[:, None] == target[None, :]) if self.false_negative_masking else None
         args = {"temperature": self.tau, "similarity": self.sim, "false_negative_mask": mask}
-        if self.contrast == "us_x":
+        if self.contrast == "dropout_view_vs_same_target":
             cl_loss = self.sem_lambda * info_nce(hidden[1], hidden[2], **args)
-        elif self.contrast == "un":
+        elif self.contrast == "dropout_pair":
             cl_loss = self.cl_lambda * info_nce(seq_output, hidden[1], **args)
-        elif self.contrast == "su":
+        elif self.contrast == "same_target_pair":
             cl_loss = self.sem_lambda * info_nce(seq_output, hidden[1], **args)
         else:
             cl_loss = self.cl_lambda * info_nce(seq_output, hidden[1], **args) + self.sem_lambda * info_nce(

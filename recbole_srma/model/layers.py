@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from recbole_srma.model.backbone import FeedForward, SASRecBackbone
+from recbole_srma.model.encoder import FeedForward, SASRecBackbone
 
 
 class LayerDropStack(nn.Module):

@@ -21,8 +21,6 @@ cross-correlation matrix between two batch-standardised views.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Optional
 
 import torch
@@ -44,7 +42,7 @@ def info_nce(
 
     Args:
         z1, z2: ``[B, D]`` floating tensors, row ``i`` of each being a view of sequence ``i`` (B >= 1).
-        temperature: positive finite number dividing every similarity.
+        temperature: positive finite number dividing every similarity (a model's ``tau``, checked at start).
         similarity: ``"dot"`` (dot product) or ``"cos"`` (cosine similarity; a zero vector has cosine 0 with all).
         false_negative_mask: optional bool ``[B, B]``; ``True`` at ``(i, j)``, ``i != j``, removes sequences i and j
             from each other's negatives in all four blocks (z1-z1, z1-z2, z2-z1, z2-z2). The diagonal is ignored
@@ -52,8 +50,7 @@ def info_nce(
             as given (pass a symmetric one for a symmetric relation).
 
     Raises:
-        ValueError: on non-2-D or mismatched shapes, B = 0, an unknown ``similarity``, a temperature that is not a
-            positive finite number, or a mask that is not a bool ``[B, B]`` tensor.
+        ValueError: on non-2-D or mismatched shapes, B = 0, or a mask that is not a bool ``[B, B]`` tensor.
 
     Half-precision inputs are computed in float32; the result has the computation dtype.
     """
@@ -96,7 +93,7 @@ def margin_regulariser(
     device = logits.device
     positive_index = _positive_index(B, device)
     positive = logits.gather(1, positive_index[:, None]).squeeze(1)  # [2B]
-    # masks over the full [2B, 2B] logits: ~3x cheaper than gathering the negatives with a boolean index
+    # masks over the full [2B, 2B] logits: cheaper than gathering the negatives with a boolean index
     not_negative = torch.eye(2 * B, dtype=torch.bool, device=device)
     not_negative[torch.arange(2 * B, device=device), positive_index] = True
     hardest = logits.masked_fill(not_negative, float("-inf")).max(dim=1).values
@@ -122,15 +119,8 @@ def _pair_logits(z1, z2, temperature, similarity):
         raise ValueError("a contrastive loss needs at least one sequence (B >= 1)")
     if not (z1.is_floating_point() and z2.is_floating_point()):
         raise ValueError(f"z1 and z2 must be floating tensors, got {z1.dtype} and {z2.dtype}")
-    if similarity not in SIMILARITIES:
-        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, numbers.Real)
-        or not math.isfinite(float(temperature))
-        or float(temperature) <= 0
-    ):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    # checked once, when the Config is built (hparams.temperature, the models' "sim" check): internal callers only
+    assert similarity in SIMILARITIES and temperature > 0, (similarity, temperature)
     dtype = torch.promote_types(z1.dtype, z2.dtype)
     if dtype in (torch.float16, torch.bfloat16):
         dtype = torch.float32
@@ -170,8 +160,7 @@ def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambda_off: float, eps: flo
     identical views whose standardised dimensions are uncorrelated. For fewer than 2 rows it raises ValueError:
     callers skip such batches (BT4SRec does).
     """
-    if isinstance(lambda_off, bool) or not isinstance(lambda_off, numbers.Real) or not lambda_off >= 0:
-        raise ValueError(f"lambda_off must be a number >= 0, got {lambda_off!r}")
+    assert lambda_off >= 0, lambda_off  # checked when the Config is built (BT4SRec.HPARAMS)
     c = cross_correlation(z1, z2, eps)
     diagonal = torch.diagonal(c)
     on_diagonal = (1.0 - diagonal).pow(2).sum()

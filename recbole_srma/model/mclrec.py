@@ -13,9 +13,10 @@ make two model-augmented views ``g1(h1)``, ``g2(h2)``. With ``sim`` and ``tau`` 
     encoder phase, augmenters frozen:   L_rec + cl_lambda * L_cl1 + cl2_beta * (L_cl2 + reg_gamma * R)
     augmenter phase, encoder frozen:    L_cl2 + reg_gamma * R
 
-:class:`~recbole_srma.trainer.MetaTrainer` runs the phases with two optimisers (the augmenters' learning rate is
+:class:`~recbole_srma.model_trainers.MetaTrainer` runs the phases with two optimisers (the augmenters' learning rate is
 ``augmenter_learning_rate``, the paper's l'), in the order ``meta_schedule`` names for every batch: ``alternate``
-(the paper: encoder, then augmenters), ``official`` (the official code: encoder, augmenters, encoder), or ``joint``
+(the paper: encoder, then augmenters), ``encoder_augmenter_encoder`` (the official code's three steps; formerly
+``official``), or ``joint``
 (the paper's MCLRec-J: one optimiser over everything on the encoder-phase objective). The two views of a batch are
 drawn once and shared by its phases, as in the official code (its data loader draws them); the encoder runs again
 in every phase, with new dropout masks. ``calculate_loss`` is the encoder-phase objective, returned as the terms
@@ -39,7 +40,7 @@ Deviations:
     for less work. In the encoder phase "frozen" means not stepped (the code switches ``requires_grad`` off): the same
     update, and it keeps every parameter in the graph for RecBole's distributed gradient sync;
   - the default schedule is the paper's alternation; the code's three steps per batch are ``meta_schedule:
-    official``. ``reg_gamma`` is the code's constant factor 0.1 on R, made a setting.
+    encoder_augmenter_encoder``. ``reg_gamma`` is the code's constant factor 0.1 on R, made a setting.
 """
 
 import torch
@@ -51,7 +52,12 @@ from recbole_srma.model.cl4srec import CL4SRec
 from recbole_srma.model.layers import LearnableAugmenter
 from recbole_srma.model.losses import info_nce, margin_regulariser
 
-META_SCHEDULES = ("alternate", "official", "joint")
+# meta_schedule -> the phases run on every batch (MetaTrainer steps one optimiser per phase); None: one joint step
+META_SCHEDULES = {
+    "alternate": ("encoder", "augmenter"),
+    "encoder_augmenter_encoder": ("encoder", "augmenter", "encoder"),
+    "joint": None,
+}
 
 
 class MCLRec(CL4SRec):
@@ -101,7 +107,7 @@ class MCLRec(CL4SRec):
 
     def draw_views(self, interaction):
         """The two data-augmented views of a batch, ``[(seq1, len1), (seq2, len2)]``."""
-        return self.augmenter.views(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], n_views=2)
+        return self.data_augmentation.views(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], n_views=2)
 
     # --- losses ------------------------------------------------------------------------------------------------------
 

@@ -10,8 +10,9 @@ CL4SRec's data augmentation (two views per sequence from crop / mask / reorder) 
 - encoder complementing: a separately pre-trained encoder (``complement_type``: a 1-layer Transformer or a GRU, as
   in the paper, or ``same`` architecture as the main encoder, as in the official code), frozen, whose embedding of
   view 1's sequence, scaled by ``complement_gamma``, is added to view 1's representation before the InfoNCE.
-  It is pre-trained on next-item prediction over the same training split before SRMA's training starts (or loaded
-  from ``complement_checkpoint``), cached by dataset, data and encoder settings, and never used at inference.
+  :class:`~recbole_srma.model_trainers.SRMATrainer` pre-trains it on next-item prediction over the same training
+  split before SRMA's training starts (or loads ``complement_checkpoint``), cached by dataset, data and encoder
+  settings; it is never used at inference.
 
 Loss: ``L_rec + cl_lambda * InfoNCE(z1, z2)``. Every published ablation is one config away (docs/models.md).
 
@@ -24,23 +25,15 @@ Deviations:
   (the official code leaves it in train mode with gradients flowing into it) and the run pre-trains it itself (the
   official code expects a file and only uses it with a flag its README omits). The official code's variant, extra
   InfoNCE terms between each view and the complement's embedding of the original sequence weighted by ``gamma``
-  instead of adding the embedding, is ``complement_mode: official``. Representations are the last position's hidden
-  state (the official code contrasts the flattened whole-sequence output).
+  instead of adding the embedding, is ``complement_mode: contrast_original`` (formerly ``official``).
+  Representations are the last position's hidden state (the official code contrasts the flattened whole-sequence
+  output).
 """
 
-import copy
-import hashlib
-import json
-import os
-
 import torch
-import torch.nn as nn
-from recbole.model.abstract_recommender import SequentialRecommender
-from recbole.utils import set_color
 
 from recbole_srma import hparams
-from recbole_srma.errors import CheckpointError, ConfigError
-from recbole_srma.model.backbone import SASRecBackbone, set_fast_dropout
+from recbole_srma.errors import ConfigError
 from recbole_srma.model.cl4srec import CL4SRec
 from recbole_srma.model.layers import (
     COMPLEMENT_TYPES,
@@ -49,8 +42,7 @@ from recbole_srma.model.layers import (
     sample_kept_layers,
 )
 from recbole_srma.model.losses import info_nce
-
-COMPLEMENT_FORMAT = "recbole_srma/srma_complement/1"
+from recbole_srma.model.recommender import NextItemRecommender
 
 
 class SRMA(CL4SRec):
@@ -63,7 +55,7 @@ class SRMA(CL4SRec):
         "layer_drop_shared": hparams.boolean,
         "complement_type": hparams.one_of("none", *COMPLEMENT_TYPES),
         "complement_gamma": hparams.non_negative,
-        "complement_mode": hparams.one_of("add", "official"),
+        "complement_mode": hparams.one_of("add", "contrast_original"),
         "complement_checkpoint": hparams.optional(hparams.string),
         "complement_epochs": hparams.positive_int,
     }
@@ -109,7 +101,6 @@ class SRMA(CL4SRec):
             config["layer_norm_eps"],
         )
         self.layer_drop.apply(self.backbone._init_weights)
-        set_fast_dropout(self.layer_drop, config["fast_path"])
 
         self.complement_type = config["complement_type"]
         self.complement_gamma = config["complement_gamma"]
@@ -121,10 +112,8 @@ class SRMA(CL4SRec):
             )
             self.complement.requires_grad_(False)
             self.complement.eval()
-        # A buffer, so checkpoints record whether the complement holds pre-trained weights.
+        # A buffer, so checkpoints record whether the complement holds pre-trained weights (SRMATrainer gives them).
         self.register_buffer("complement_ready", torch.tensor(False))
-        if self.complement is not None and config["complement_checkpoint"]:
-            self.load_complement(config["complement_checkpoint"])
 
     def train(self, mode=True):
         super().train(mode)
@@ -149,8 +138,8 @@ class SRMA(CL4SRec):
     def _complement_embedding(self, item_seq, item_seq_len):
         if not bool(self.complement_ready):
             raise RuntimeError(
-                "SRMA's complementary encoder has no pre-trained weights: train through the plugin's Trainer "
-                "(it pre-trains the encoder first) or set complement_checkpoint."
+                "SRMA's complementary encoder has no pre-trained weights: train with SRMATrainer "
+                "(registry.get_trainer picks it; it pre-trains the encoder first or loads complement_checkpoint)."
             )
         with torch.no_grad():
             return self.complement(item_seq, item_seq_len)
@@ -166,116 +155,24 @@ class SRMA(CL4SRec):
         elif self.complement_mode == "add":
             z1 = z1 + self.complement_gamma * self._complement_embedding(seq1, len1)
             cl_loss = info_nce(z1, z2, **cl_args)
-        else:  # official: extra terms against the complement's embedding of the original sequence
+        else:  # contrast_original: extra terms against the complement's embedding of the original sequence
             c = self._complement_embedding(item_seq, item_seq_len)
             cl_loss = info_nce(z1, z2, **cl_args) + self.complement_gamma * (
                 info_nce(z1, c, **cl_args) + info_nce(z2, c, **cl_args)
             )
         return rec_loss, self.cl_lambda * cl_loss
 
-    # --- encoder complementing: pre-training, cache, loading ---------------------------------------------------------
 
-    def load_complement(self, path):
-        """Load pre-trained complement weights written by :meth:`before_fit` (``weights_only=True``)."""
-        from recbole_srma.trainer import load_model_state
-
-        if self.complement is None:
-            raise ConfigError("complement_checkpoint is set but complement_type is 'none'")
-        if not os.path.isfile(path):
-            raise CheckpointError(f"complement_checkpoint {path} does not exist")
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise CheckpointError(f"complement_checkpoint {path} is not a readable checkpoint: {err}") from None
-        if not isinstance(saved, dict) or saved.get("format") != COMPLEMENT_FORMAT:
-            raise CheckpointError(f"{path} is not an SRMA complement encoder file (format {COMPLEMENT_FORMAT})")
-        if saved["key"]["complement_type"] != self.complement_type:
-            raise CheckpointError(
-                f"{path} holds a '{saved['key']['complement_type']}' complement encoder, but complement_type is "
-                f"'{self.complement_type}'"
-            )
-        device = self.complement_ready.device
-        load_model_state(self.complement, {k: v.to(device) for k, v in saved["state_dict"].items()}, path)
-        self.complement_ready.fill_(True)
-
-    def complement_cache_key(self, config, train_data):
-        """Everything the pre-trained complement depends on: dataset, its training data, encoder and training set-up."""
-        dataset = train_data._dataset
-        digest = hashlib.sha256()
-        for field in (self.ITEM_SEQ, self.ITEM_SEQ_LEN, self.POS_ITEM_ID):
-            digest.update(dataset.inter_feat[field].numpy().tobytes())
-        key = {
-            "dataset": config["dataset"],
-            "train_data_sha256": digest.hexdigest(),
-            "n_items": self.n_items,
-            "complement_type": self.complement_type,
-            "complement_epochs": config["complement_epochs"],
-            "seed": config["seed"],
-            "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"],
-            "learning_rate": config["learning_rate"],
-            "train_batch_size": config["train_batch_size"],
-            **{k: config[k] for k in SASRecBackbone.CONFIG_KEYS},
-        }
-        name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        path = os.path.join(config["checkpoint_dir"], "srma_complement", f"{config['dataset']}-{self.complement_type}-{name}.pth")
-        return key, path
-
-    def before_fit(self, trainer, train_data, valid_data, show_progress):
-        """Pre-train the complementary encoder on next-item prediction (or reuse the cached one), then freeze it."""
-        if self.complement is None or bool(self.complement_ready):
-            return
-        from recbole_srma.trainer import Trainer, atomic_torch_save, is_main_process, wait_for_all_processes
-
-        config = trainer.config
-        key, path = self.complement_cache_key(config, train_data)
-        if os.path.isfile(path):
-            trainer.logger.info(set_color("SRMA complement encoder from cache", "blue") + f": {path}")
-            self.load_complement(path)
-            return
-        trainer.logger.info(
-            set_color("Pre-training SRMA's complement encoder", "blue")
-            + f" ({self.complement_type}, up to {config['complement_epochs']} epochs)"
-        )
-        sub_config = copy.copy(config)
-        sub_config.final_config_dict = dict(
-            config.final_config_dict, model="SRMAComplement", epochs=config["complement_epochs"]
-        )
-        encoder = copy.deepcopy(self.complement).requires_grad_(True)
-        pretrainer = ComplementPretrainer(sub_config, train_data._dataset, encoder).to(self.complement_ready.device)
-        sub_trainer = Trainer(sub_config, pretrainer)
-        sub_trainer.tensorboard.close()  # RecBole opened it on the main run's folder: the stage gets its own
-        sub_trainer.tensorboard = trainer.stage_writer("complement_pretraining")
-        try:
-            sub_trainer.fit(train_data, valid_data, saved=True, show_progress=show_progress)
-        finally:
-            sub_trainer.tensorboard.close()
-        sub_trainer._load_checkpoint_for_model(sub_trainer.saved_model_file)
-        wait_for_all_processes(config)  # every process has read the sub-trainer's checkpoint before it goes
-        if is_main_process(config):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            atomic_torch_save({"format": COMPLEMENT_FORMAT, "key": key, "state_dict": encoder.state_dict()}, path)
-            os.remove(sub_trainer.saved_model_file)
-        wait_for_all_processes(config)
-        self.load_complement(path)
-
-
-class ComplementPretrainer(SequentialRecommender):
-    """Next-item prediction (full-softmax CE) with a complement encoder, to pre-train it on the training split."""
+class ComplementPretrainer(NextItemRecommender):
+    """Next-item prediction with a complement encoder, scored against its own item table: what SRMATrainer trains
+    before SRMA's main training."""
 
     def __init__(self, config, dataset, encoder):
         super().__init__(config, dataset)
         self.encoder = encoder
-        self.loss_fct = nn.CrossEntropyLoss()
 
     def forward(self, item_seq, item_seq_len):
         return self.encoder(item_seq, item_seq_len)
 
-    def _scores(self, interaction):
-        output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return output @ self.encoder.item_embedding.weight[: self.n_items].t()
-
-    def calculate_loss(self, interaction):
-        return self.loss_fct(self._scores(interaction), interaction[self.POS_ITEM_ID])
-
-    def full_sort_predict(self, interaction):
-        return self._scores(interaction)
+    def item_weights(self):
+        return self.encoder.item_embedding.weight[: self.n_items]

@@ -1,10 +1,10 @@
-"""The SASRec-style encoder shared by every plugin model, and the base class of plugin models.
+"""The transformer sequence encoder of every plugin model: RecBole's SASRec architecture, with a fast path.
 
-``SASRecBackbone`` is RecBole's SASRec architecture (Kang & McAuley 2018, as implemented in RecBole 1.2.1:
-post-LayerNorm Transformer blocks with a fully connected feed-forward layer, learned position embeddings, causal
-attention that ignores padding). Its parameter names match RecBole's ``SASRec`` (``item_embedding``,
-``position_embedding``, ``trm_encoder.layer.<i>.multi_head_attention.query`` ...), so SASRec weights copy straight
-in, and with the same weights it produces the same scores (tests/test_backbone.py).
+``SASRecBackbone`` is RecBole's SASRec encoder (Kang & McAuley 2018, as implemented in RecBole 1.2.1: post-LayerNorm
+Transformer blocks with a fully connected feed-forward layer, learned position embeddings, causal attention that
+ignores padding). Its parameter names match RecBole's ``SASRec`` (``item_embedding``, ``position_embedding``,
+``trm_encoder.layer.<i>.multi_head_attention.query`` ...), so SASRec weights copy straight in, and with the same
+weights it produces the same scores (tests/test_backbone.py).
 
 Differences from RecBole's SASRec, none of which changes a score:
 - the item table has one extra row, the mask token (id ``n_items``) used by masking augmentations; it is never
@@ -12,19 +12,29 @@ Differences from RecBole's SASRec, none of which changes a score:
 - attention uses ``torch.nn.functional.scaled_dot_product_attention`` with a boolean mask instead of adding
   -10000 to masked logits (identical after softmax in float32).
 
-The fast path (``fast_path: True``, the default; docs/performance.md) computes the same function with less work:
-- padding removal: embeddings, projections, feed-forward blocks, LayerNorms and dropouts run on the real tokens
-  only (a batch of Sports sequences is ~80 % padding); tokens are packed into ``[N, H]`` and scattered into a
-  ``[B, L_max, .]`` layout, ``L_max`` the longest sequence of the batch, only for the attention products;
-- the last block computes its query, attention output and feed-forward block for the last real position only,
-  the only one any plugin model reads (keys and values still come from every real position);
-- cheaper dropout masks: ``uniform >= p`` instead of ``bernoulli_`` (the same Bernoulli(1 - p) keep mask, ~4x
-  cheaper on CPU), and attention computed explicitly so its dropout uses that mask too (``scaled_dot_product_
-  attention`` with dropout falls back to a slow kernel on CPU).
-With ``bidirectional=True`` (BERT4Rec) every position attends to every real position, padding still excluded; the
-fast path is the same apart from that mask. Outputs equal the padded path's up to float rounding
-(tests/test_fast_path.py); in training the random masks are drawn differently, from the same distribution. Sequences must be left-aligned (RecBole's layout: item ids at
-positions ``0 .. len - 1``, zeros after), which every augmentation keeps.
+Two computations of the same function, switched by the model-level ``fast_path`` setting:
+
+- the padded path (``encode``, ``forward`` with ``fast_path: False``) computes every position of the ``[B, L]``
+  batch, as RecBole does. It stays as the reference the fast path is tested against (tests/test_fast_path.py,
+  tests/test_real_data.py: same scores, losses, gradients and metrics) and as the fallback for a device where the
+  fast path's two host synchronisations per batch would cost more than the padding (unmeasured: no GPU numbers yet,
+  docs/performance.md);
+- the fast path (``fast_path: True``, the default; its speed is measured in docs/performance.md) computes it with
+  less work:
+
+  - padding removal: embeddings, projections, feed-forward blocks, LayerNorms and dropouts run on the real tokens
+    only; tokens are packed into ``[N, H]`` and scattered into a ``[B, L_max, .]`` layout, ``L_max`` the longest
+    sequence of the batch, only for the attention products;
+  - the last block computes its query, attention output and feed-forward block for the last real position only,
+    the only one a next-item model reads (keys and values still come from every real position);
+  - cheaper dropout masks: ``uniform >= p`` instead of ``bernoulli_`` (the same Bernoulli(1 - p) keep mask), and
+    attention computed explicitly so its dropout uses that mask too (``scaled_dot_product_attention`` with dropout
+    falls back to a slow kernel on CPU).
+
+With ``bidirectional=True`` (BERT4Rec) every position attends to every real position, padding still excluded.
+Outputs of the two paths are equal up to float rounding; in training their random masks are drawn differently,
+from the same distribution. Sequences must be left-aligned (RecBole's layout: item ids at positions
+``0 .. len - 1``, zeros after), which every augmentation keeps.
 """
 
 import math
@@ -32,53 +42,16 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import SequentialRecommender
 
-from recbole_srma import hparams
-from recbole_srma.errors import ConfigError
+from recbole_srma import compat
 
-_ACTIVATIONS = {
+ACTIVATIONS = {
     "gelu": F.gelu,
     "relu": F.relu,
     "swish": F.silu,
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
 }
-
-
-class _NativeGELU(torch.autograd.Function):
-    """Exact GELU computed by ATen's own kernel, never oneDNN's.
-
-    On CPU, ``F.gelu`` hands float32 inputs to a oneDNN primitive that is JIT-compiled and cached per tensor shape.
-    The fast path's token count changes with every batch, so every batch compiled new primitives and the process
-    grew by ~1 GB per 100 batches (measured on Sports; docs/performance.md). ATen's kernel computes the same function
-    (``erf`` form) at the same speed, with no cache.
-    """
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return _without_onednn(torch.ops.aten.gelu, x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return _without_onednn(torch.ops.aten.gelu_backward, grad, x)
-
-
-def gelu(x):
-    """Exact GELU; on CPU through :class:`_NativeGELU` (inputs of varying shape, see there)."""
-    return _NativeGELU.apply(x) if x.device.type == "cpu" else F.gelu(x)
-
-
-def _without_onednn(fn, *args):
-    # Only the enabled switch: torch.backends.mkldnn.flags() also resets TF32 settings and warns on every call.
-    previous = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        return fn(*args)
-    finally:
-        torch.backends.mkldnn.enabled = previous
 
 
 class Dropout(nn.Dropout):
@@ -203,24 +176,34 @@ class FeedForward(nn.Module):
     def __init__(self, hidden_size, inner_size, hidden_dropout_prob, hidden_act, layer_norm_eps):
         super().__init__()
         self.dense_1 = nn.Linear(hidden_size, inner_size)
-        self.act = _ACTIVATIONS[hidden_act]
+        self.act = ACTIVATIONS[hidden_act]
         self.dense_2 = nn.Linear(inner_size, hidden_size)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.dropout = Dropout(hidden_dropout_prob)
 
     def forward(self, hidden):
         inner = self.dense_1(hidden)
-        # variable shapes (the fast path, the layer-dropping stack): see _NativeGELU
-        inner = gelu(inner) if self.act is F.gelu else self.act(inner)
+        # inputs of varying shape (the packed tokens, the layer-dropping stack): compat.gelu's workaround
+        inner = compat.gelu(inner) if self.act is F.gelu else self.act(inner)
         return self.LayerNorm(self.dropout(self.dense_2(inner)) + hidden)
 
 
 class TransformerLayer(nn.Module):
     def __init__(
-        self, n_heads, hidden_size, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act, eps, ffn_dropout_prob
+        self,
+        n_heads,
+        hidden_size,
+        inner_size,
+        hidden_dropout_prob,
+        attn_dropout_prob,
+        hidden_act,
+        eps,
+        ffn_dropout_prob,
     ):
         super().__init__()
-        self.multi_head_attention = MultiHeadAttention(n_heads, hidden_size, attn_dropout_prob, hidden_dropout_prob, eps)
+        self.multi_head_attention = MultiHeadAttention(
+            n_heads, hidden_size, attn_dropout_prob, hidden_dropout_prob, eps
+        )
         self.feed_forward = FeedForward(hidden_size, inner_size, ffn_dropout_prob, hidden_act, eps)
 
     def forward(self, hidden, attention_mask):
@@ -289,7 +272,8 @@ class SASRecBackbone(nn.Module):
         self.set_fast_path(fast_path)
 
     def set_fast_path(self, enabled):
-        """Switch between the fast path and the padded reference path (same function, module docstring)."""
+        """Switch this encoder between the fast path and the padded reference path (module docstring); a model
+        switches all of its encoders and dropouts at once with ``SequentialBackboneRecommender.set_fast_path``."""
         self.fast_path = bool(enabled)
         set_fast_dropout(self, enabled)
         return self
@@ -368,83 +352,3 @@ class SASRecBackbone(nn.Module):
         for i, layer in enumerate(layers):
             hidden = layer.forward_packed(hidden, layout, last_only=i == len(layers) - 1)
         return hidden
-
-
-def _heads_divide_hidden(config):
-    if config["hidden_size"] % config["n_heads"]:
-        raise ValueError(f"hidden_size ({config['hidden_size']}) must be a multiple of n_heads ({config['n_heads']})")
-
-
-BACKBONE_HPARAMS = {
-    "hidden_size": hparams.positive_int,
-    "n_layers": hparams.positive_int,
-    "n_heads": hparams.positive_int,
-    "inner_size": hparams.positive_int,
-    "hidden_dropout_prob": hparams.rate,
-    "attn_dropout_prob": hparams.rate,
-    "hidden_act": hparams.one_of(*_ACTIVATIONS),
-    "layer_norm_eps": hparams.positive,
-    "initializer_range": hparams.positive,
-    "fast_path": hparams.boolean,
-    "loss_type": hparams.one_of("CE"),
-}
-
-
-class SequentialBackboneRecommender(SequentialRecommender):
-    """Base class of plugin models: the shared backbone, the full-softmax CE next-item loss and full-sort scoring.
-
-    A subclass adds its self-supervised term by overriding ``calculate_loss`` (returning a tuple of weighted terms,
-    which RecBole sums and logs one by one) and lists its hyper-parameters in ``HPARAMS`` (checked at start).
-    """
-
-    uses_plugin_backbone = True
-    HPARAMS = BACKBONE_HPARAMS
-
-    def __init__(self, config, dataset, **backbone_overrides):
-        super().__init__(config, dataset)
-        self.mask_token = self.n_items
-        self.backbone = SASRecBackbone.from_config(config, self.n_items, self.max_seq_length, **backbone_overrides)
-        self.loss_fct = nn.CrossEntropyLoss()
-
-    @classmethod
-    def check_config(cls, config):
-        """Raise ConfigError naming the first missing or invalid hyper-parameter (run by the plugin's Config)."""
-        hparams.check_hyper_parameters(cls.__name__, cls.HPARAMS, config)
-        try:
-            _heads_divide_hidden(config)
-        except ValueError as err:
-            raise ConfigError(f"{cls.__name__}: {err}") from None
-
-    def forward(self, item_seq, item_seq_len):
-        return self.backbone(item_seq, item_seq_len)
-
-    def item_weights(self):
-        """Embeddings of the scorable items (padding row 0 included, as RecBole scores it; mask token excluded)."""
-        return self.backbone.item_embedding.weight[: self.n_items]
-
-    def rec_loss(self, seq_output, pos_items):
-        """Full-softmax cross-entropy over all items (the protocol's next-item loss for every model)."""
-        return self.loss_fct(seq_output @ self.item_weights().t(), pos_items)
-
-    def calculate_loss(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return self.rec_loss(seq_output, interaction[self.POS_ITEM_ID])
-
-    def predict(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return (seq_output * self.backbone.item_embedding(interaction[self.ITEM_ID])).sum(dim=-1)
-
-    def full_sort_predict(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return seq_output @ self.item_weights().t()
-
-
-
-class PluginSASRec(SequentialBackboneRecommender):
-    """SASRec on the plugin's backbone: RecBole's SASRec model (same parameters, same scores given the same
-    weights, tests/test_backbone.py) and loss (full-softmax CE), computed by the plugin's fast path.
-
-    It is the one-view baseline of the speed benchmark (docs/performance.md) and a faster drop-in for
-    ``--model=SASRec``, which runs RecBole's own implementation. Deviation from RecBole's SASRec: the item table
-    carries the unused mask-token row of every plugin model.
-    """
