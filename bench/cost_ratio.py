@@ -1,177 +1,72 @@
-"""Training cost of models relative to a reference model, measured in one process and interleaved in rounds.
+"""Training cost of plugin models relative to the first arm, measured in one process: each round times the next
+batches of every arm in turn, so drift in a shared machine's load hits all arms of a round alike (bench/README.md)."""
 
-    python bench/cost_ratio.py --arms CL4SRec MCLRec MCLRec:meta_schedule=official [--dataset amazon-sports] \
-        [--batches 30] [--rounds 4] [--threads 2] [--set key=value ...] [--raw-data-dir ../shared/data] [--out FILE]
-
-On a shared, noisy machine, arms timed one after the other in separate processes (bench/speed.py) drift with the
-machine's load. Here every arm (``Model[:key=value,...]``, as in speed.py; plugin models only) is built in the same
-process on the same data, and each round times the next ``--batches`` batches of every arm in turn (RecBole's
-``Trainer._train_epoch`` on that slice, the model's own trainer). The report gives, per arm, the seconds of each
-round and the ratio to the first arm within each round (the median is the headline), plus the extrapolated epoch
-time. The ratio, not the absolute time, is what to compare across machines.
-"""
-
-import argparse
-import json
-import statistics
+import itertools
 import sys
 import time
 from pathlib import Path
+from statistics import median
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_models import REPO, git_state, machine_info, now_utc  # noqa: E402
-from speed import parse_arm, parse_value  # noqa: E402
-
-
-class Batches:
-    """Successive slices of a loader's batches (the loader is restarted when it runs out)."""
-
-    def __init__(self, loader):
-        self.loader = loader
-        self.iterator = iter(loader)
-
-    def take(self, n):
-        out = []
-        while len(out) < n:
-            try:
-                out.append(next(self.iterator))
-            except StopIteration:
-                self.iterator = iter(self.loader)
-        return Slice(self.loader, out)
-
-
-class Slice:
-    def __init__(self, loader, batches):
-        self.loader, self.batches = loader, batches
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __getattr__(self, name):
-        return getattr(self.loader, name)
+import common
 
 
 def measure(args):
     import torch
 
-    sys.argv = [sys.argv[0]]
+    sys.argv = sys.argv[:1]  # RecBole's Config reads every --key=value of sys.argv
     if args.threads:
         torch.set_num_threads(args.threads)
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_srma import registry
-    from recbole_srma.config import Config
-    from recbole_srma.data import prepare_dataset
-
-    common = {
-        "raw_data_dir": str(Path(args.raw_data_dir).resolve()),
-        "data_path": str(Path(args.data_path).resolve()),
-        "show_progress": False,
-        "state": "WARNING",
-        "checkpoint_dir": str(Path(args.runs_dir).resolve() / "saved"),
-    }
-    for item in args.overrides:
-        key, _, value = item.partition("=")
-        common[key.strip()] = parse_value(value.strip())
-    arms = []
+    shared, arms = common.base_config(args, Path(args.runs_dir) / "saved"), []
     for text in args.arms:
-        stock, model_name, overrides = parse_arm(text)
-        if stock:
-            raise SystemExit(f"error: arm '{text}': stock RecBole arms are timed by bench/speed.py, not here")
-        config = Config(model=model_name, dataset=args.dataset, config_dict={**common, **overrides})
-        prepare_dataset(config)
-        init_seed(config["seed"], config["reproducibility"])
-        train_data, _, _ = data_preparation(config, create_dataset(config))
-        init_seed(config["seed"], config["reproducibility"])
-        model = registry.get_model(model_name)(config, train_data._dataset).to(config["device"])
-        trainer = registry.get_trainer(config["MODEL_TYPE"], model_name)(config, model)
-        if hasattr(model, "before_fit"):  # e.g. SRMA's complement pre-training: not part of the timed work
-            model.before_fit(trainer, train_data, None, False)
-        arms.append({"arm": text, "trainer": trainer, "batches": Batches(train_data), "n_batches": len(train_data)})
-
-    seconds = {arm["arm"]: [] for arm in arms}
+        _, model, overrides = common.parse_arm(text)
+        _, train_data, _, net, trainer = common.build(model, args.dataset, {**shared, **overrides})
+        if hasattr(trainer, "run_stages"):  # e.g. SRMA's complement pre-training: not part of the timed work
+            trainer.run_stages(train_data)
+        batches = itertools.chain.from_iterable(itertools.repeat(train_data))  # epoch after epoch
+        arms.append((text, trainer, train_data, batches, []))
     for _ in range(args.warmup_rounds + args.rounds):
-        for arm in arms:
-            work = arm["batches"].take(args.batches)
-            start = time.perf_counter()
-            arm["trainer"]._train_epoch(work, 0, show_progress=False)
-            seconds[arm["arm"]].append(time.perf_counter() - start)
-    seconds = {k: v[args.warmup_rounds:] for k, v in seconds.items()}
-    reference = seconds[arms[0]["arm"]]
+        for text, trainer, loader, batches, seconds in arms:
+            work = common.Slice(loader, args.batches, list(itertools.islice(batches, args.batches)))
+            seconds.append(common.timed(trainer._train_epoch, work, 0, show_progress=False)[1])
     rows = []
-    for arm in arms:
-        times = seconds[arm["arm"]]
-        ratios = [t / r for t, r in zip(times, reference)]
-        rows.append(
-            {
-                "arm": arm["arm"],
-                "round_s": times,
-                "ratio_per_round": ratios,
-                "ratio_median": statistics.median(ratios),
-                "epoch_s_estimate": statistics.median(times) * arm["n_batches"] / args.batches,
-                "n_batches": arm["n_batches"],
-            }
-        )
+    for text, _, loader, _, seconds in arms:
+        times = seconds[args.warmup_rounds :]
+        ratios = [t / r for t, r in zip(times, arms[0][4][args.warmup_rounds :])]
+        rows.append({"arm": text, "round_s": times, "ratio_per_round": ratios, "ratio_median": median(ratios),
+                     "epoch_s_estimate": median(times) * len(loader) / args.batches, "n_batches": len(loader)})
     return rows, torch.get_num_threads()
 
 
-def render(report):
-    reference = report["arms"][0]["arm"]
-    lines = [
-        f"| arm | ratio to {reference} (median) | per round | epoch estimate (s) |",
-        "|---|---:|---|---:|",
-    ]
-    for row in report["arms"]:
-        per_round = ", ".join(f"{r:.2f}" for r in row["ratio_per_round"])
-        lines.append(f"| {row['arm']} | {row['ratio_median']:.2f} | {per_round} | {row['epoch_s_estimate']:.0f} |")
-    return "\n".join(lines)
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = common.make_parser(__doc__)
     parser.add_argument("--dataset", default="amazon-sports")
     parser.add_argument("--arms", nargs="+", required=True, help="the first arm is the reference")
     parser.add_argument("--batches", type=int, default=30, help="batches per arm per round (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=4, help="timed rounds (default: %(default)s)")
     parser.add_argument("--warmup-rounds", type=int, default=1, help="untimed first rounds (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--raw-data-dir", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--data-path", default=str(REPO / "dataset"))
-    parser.add_argument("--runs-dir", default=str(REPO / "bench" / "runs" / "cost_ratio"))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override for every arm (repeatable)")
+    common.data_options(parser)
+    parser.add_argument("--runs-dir", default=str(common.REPO / "bench" / "runs" / "cost_ratio"))
     parser.add_argument("--out", default=None, help="JSON report (default: none, only printed)")
-    return parser
-
-
-def main(argv=None):
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     for arm in args.arms:
-        parse_arm(arm)
+        if common.parse_arm(arm)[0]:
+            raise SystemExit(f"error: arm '{arm}': stock RecBole arms are timed by bench/speed.py, not here")
     if args.batches < 1 or args.rounds < 1 or args.warmup_rounds < 0:
         raise SystemExit("error: --batches and --rounds must be >= 1, --warmup-rounds >= 0")
     started = time.time()
-    report = {
-        "dataset": args.dataset, "started": now_utc(), "machine": machine_info(), "git": git_state(),
-        "command": " ".join(["python", "bench/cost_ratio.py", *(sys.argv[1:] if argv is None else argv)]),
-        "batches_per_round": args.batches, "rounds": args.rounds, "warmup_rounds": args.warmup_rounds,
-    }
+    report = dict(common.report_head(args.dataset, "cost_ratio.py", argv), batches_per_round=args.batches,
+                  rounds=args.rounds, warmup_rounds=args.warmup_rounds)
     report["arms"], report["torch_threads"] = measure(args)
     report["wall_s"] = time.time() - started
-    table = render(report)
+    lines = [f"| arm | ratio to {args.arms[0]} (median) | per round | epoch estimate (s) |", "|---|---:|---|---:|"]
+    lines += [f"| {row['arm']} | {row['ratio_median']:.2f} | {', '.join(f'{r:.2f}' for r in row['ratio_per_round'])}"
+              f" | {row['epoch_s_estimate']:.0f} |" for row in report["arms"]]
     print(f"{args.dataset}, {report['machine']['cpu_model']}, {report['torch_threads']} threads, "
-          f"{args.rounds} rounds of {args.batches} batches per arm\n\n{table}")
+          f"{args.rounds} rounds of {args.batches} batches per arm\n\n" + "\n".join(lines))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        tmp.replace(out)
-        print(f"\nreport: {out}")
+        common.write_json(args.out, report, indent=2)
+        print(f"\nreport: {args.out}")
     return 0
 
 

@@ -54,6 +54,12 @@ one-machine DDP always uses port 5678: two       ``quick_start.free_port`` (a fr
 concurrent runs collide                          set; several machines must agree on one)
 RecBole's ``fit`` does not say how many epochs   ``quick_start.training_summary`` (from the trainer's loss record)
 ran, nor whether early stopping ended them
+RecBole writes its log file and TensorBoard       ``quick_start.RunFiles``: removed again when a run fails or is
+folder before a run can fail on bad input         interrupted before training starts
+a top-k cut-off >= the number of items ranks      ``quick_start.check_enough_items``: refused at start
+every item (RecBole computes it anyway)
+torch's default CPU threads oversubscribe the     ``quick_start.set_threads`` (``threads`` key, a share of the
+cores of a distributed CPU run                    cores per process, logged)
 (not a bug in torch) oneDNN's GELU on CPU         :func:`gelu`, used by the encoder's feed-forward blocks
 compiles and caches a kernel per input shape:
 packed tokens grow the process without bound

@@ -1,6 +1,8 @@
-"""Atomic file writes, shared by checkpoints, downloads and dataset conversion (standard library only)."""
+"""Atomic file writes (checkpoints, downloads, dataset conversion) and the run status file; standard library only,
+so a supervisor can read a status without importing torch."""
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -40,3 +42,16 @@ def _fsync_dir(folder):
         pass
     finally:
         os.close(fd)
+
+
+STATUS_FORMAT = "recbole_srma/status/1"
+
+
+def read_status(path):
+    """The run status a trainer wrote to ``status_file`` (a dict), or None when there is none yet."""
+    try:
+        with open(path) as f:
+            status = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) and status.get("format") == STATUS_FORMAT else None

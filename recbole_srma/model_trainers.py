@@ -165,9 +165,8 @@ class SRMATrainer(Trainer):
     (or loaded from ``complement_checkpoint``, or from the cache of an earlier run with the same data and settings),
     then frozen, before the main training starts."""
 
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+    def run_stages(self, train_data, valid_data=None, show_progress=False):
         self.prepare_complement(train_data, valid_data, show_progress)
-        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def prepare_complement(self, train_data, valid_data, show_progress=False):
         """Give the model's complement encoder pre-trained weights, once (a resumed run's checkpoint has them)."""
@@ -265,9 +264,8 @@ class BT4SRecTrainer(Trainer):
     training starts from a fresh optimiser state.
     """
 
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+    def run_stages(self, train_data, valid_data=None, show_progress=False):
         self.pretrain(train_data, show_progress)
-        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def pretrain(self, train_data, show_progress=False):
         model = self._plain_model

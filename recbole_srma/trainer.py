@@ -35,7 +35,7 @@ from recbole.utils import set_color
 
 from recbole_srma.compat import checkpoint_config, load_checkpoint
 from recbole_srma.errors import CheckpointError
-from recbole_srma.fileio import atomic_open
+from recbole_srma.fileio import STATUS_FORMAT, atomic_open, read_status  # noqa: F401  (read_status: API)
 
 CHECKPOINT_FORMAT = "recbole_srma/1"
 
@@ -104,19 +104,6 @@ def set_rng_state(state, train_data=None):
     generator = getattr(train_data, "generator", None)
     if "train_loader" in state and isinstance(generator, torch.Generator):
         generator.set_state(state["train_loader"])
-
-
-STATUS_FORMAT = "recbole_srma/status/1"
-
-
-def read_status(path):
-    """The run status a trainer wrote to ``status_file`` (a dict), or None when there is none yet."""
-    try:
-        with open(path) as f:
-            status = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return status if isinstance(status, dict) and status.get("format") == STATUS_FORMAT else None
 
 
 def atomic_torch_save(obj, path):
@@ -334,10 +321,18 @@ class SafeCheckpointMixin:
 class Trainer(SafeCheckpointMixin, RecBoleTrainer):
     """RecBole's Trainer with safe checkpoints; the trainer of every plugin model without its own.
 
-    A model that needs a training stage or loop of its own gets a subclass in :mod:`recbole_srma.model_trainers`,
-    named in ``registry.TRAINERS``. A model that refreshes some state of its own at the start of every epoch (CoSeRec's
-    item similarity) defines ``on_train_epoch_start(epoch_idx)``.
+    A model that needs a training loop of its own, or stages before its training, gets a subclass in
+    :mod:`recbole_srma.model_trainers`, named in ``registry.TRAINERS``; a stage goes in ``run_stages``, which ``fit``
+    runs first. A model that refreshes some state of its own at the start of every epoch (CoSeRec's item
+    similarity) defines ``on_train_epoch_start(epoch_idx)``.
     """
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self.run_stages(train_data, valid_data, show_progress)
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def run_stages(self, train_data, valid_data=None, show_progress=False):
+        """The stages that come before the main training, once per model (none here)."""
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         hook = getattr(self._plain_model, "on_train_epoch_start", None)

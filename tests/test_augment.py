@@ -271,7 +271,6 @@ def test_invalid_rates_raise_config_error(bad, tmp_path):
     from tiny import tiny_config
 
     from recbole_srma.config import Config
-
     from recbole_srma.model.cl4srec import CL4SRec
 
     settings = Config(model="CL4SRec", config_dict=tiny_config(tmp_path)).final_config_dict

@@ -205,6 +205,8 @@ def test_curves_are_read_from_recbole_epoch_lines():
 
 
 def _load(path, name):
+    if str(path.parent) not in sys.path:  # the scripts import bench/common.py, as they do when run
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

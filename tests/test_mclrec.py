@@ -12,9 +12,9 @@ from recbole_srma.config import Config
 from recbole_srma.errors import CheckpointError, ConfigError
 from recbole_srma.model.losses import info_nce, margin_regulariser
 from recbole_srma.model.mclrec import MCLRec
+from recbole_srma.model_trainers import MetaTrainer, PhaseOptimizer
 from recbole_srma.quick_start import run_recbole_srma
 from recbole_srma.registry import get_trainer
-from recbole_srma.model_trainers import MetaTrainer, PhaseOptimizer
 
 ABLATIONS = Path(__file__).resolve().parents[1] / "properties" / "ablation"
 

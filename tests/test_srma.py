@@ -8,8 +8,8 @@ from tiny import build, tiny_config
 
 from recbole_srma.errors import CheckpointError, ConfigError
 from recbole_srma.model.layers import sample_kept_layers
-from recbole_srma.quick_start import run_recbole_srma
 from recbole_srma.model_trainers import SRMATrainer
+from recbole_srma.quick_start import run_recbole_srma
 
 ABLATIONS = Path(__file__).resolve().parents[1] / "properties" / "ablation"
 NO_COMPLEMENT = {"complement_type": "none"}
