@@ -24,7 +24,7 @@ from recbole_srma.compat import init_logger, load_checkpoint
 from recbole_srma.config import Config
 from recbole_srma.data import prepare_dataset
 from recbole_srma.errors import CheckpointError, ConfigError, RunInterrupted
-from recbole_srma.trainer import ctrl_c_is_never_lost, load_model_state
+from recbole_srma.trainer import load_model_state
 
 
 def format_results(title_to_result):
@@ -199,10 +199,9 @@ def run_recbole_srma(
         run_files.remove()
         raise
     try:
-        with ctrl_c_is_never_lost():
-            best_valid_score, best_valid_result = trainer.fit(
-                train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-            )
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        )
     except KeyboardInterrupt:
         last = trainer.last_checkpoint_file if saved else None
         raise RunInterrupted(last if last and os.path.isfile(last) else None) from None

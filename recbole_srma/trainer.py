@@ -23,12 +23,9 @@ the best epoch. With ``status_file`` set, the trainer also rewrites that JSON fi
 and last checkpoints are, epochs done, finished or not), for a supervisor such as ``bench/run_models.py``.
 """
 
-import contextlib
 import json
 import os
 import random
-import signal
-import threading
 from datetime import datetime
 
 import numpy as np
@@ -107,39 +104,6 @@ def set_rng_state(state, train_data=None):
     generator = getattr(train_data, "generator", None)
     if "train_loader" in state and isinstance(generator, torch.Generator):
         generator.set_state(state["train_loader"])
-
-
-_ctrl_c = {"pressed": False}
-
-
-def _remember_ctrl_c(signum, frame):
-    _ctrl_c["pressed"] = True
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def ctrl_c_is_never_lost():
-    """Within the block, Ctrl-C raises KeyboardInterrupt as usual and is also remembered: should Python swallow the
-    exception (one raised while a finalizer runs is only printed as "Exception ignored"), the trainer raises it
-    again when the next epoch or evaluation starts, so a run never ignores Ctrl-C. Only in the main thread, and only
-    over Python's default handler (a caller's own handler is left alone)."""
-    if threading.current_thread() is not threading.main_thread() or (
-        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield
-        return
-    _ctrl_c["pressed"] = False
-    signal.signal(signal.SIGINT, _remember_ctrl_c)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        _ctrl_c["pressed"] = False
-
-
-def _raise_if_ctrl_c_was_swallowed():
-    if _ctrl_c["pressed"]:
-        raise KeyboardInterrupt
 
 
 def atomic_torch_save(obj, path):
@@ -243,7 +207,6 @@ class SafeCheckpointMixin:
         return root + "-last.pth"
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        _raise_if_ctrl_c_was_swallowed()
         # Epoch epoch_idx - 1 is complete here (trained, evaluated, best model saved, early-stopping counters
         # updated): its state is what a resumed run continues from.
         resumed_rng = getattr(self, "_resumed_rng", None)
@@ -289,7 +252,6 @@ class SafeCheckpointMixin:
             f.write(json.dumps(status, indent=1).encode())
 
     def _valid_epoch(self, valid_data, show_progress=False):
-        _raise_if_ctrl_c_was_swallowed()
         # RecBole's TensorBoard log has each loss term (Loss/Train0, 1, ...) but only the valid score; add every metric
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress)
         self._latest_valid_result = valid_result
