@@ -15,10 +15,9 @@ PLUGIN_ONLY_KEYS = {"raw_data_dir", "raw_cache_dir", "eval_batch_size"}
 
 
 def mclrec_steps(schedule):
-    """MCLRec's ``meta_schedule`` (or its old spelling) -> (encoder steps, augmenter steps) per batch."""
-    from recbole_srma.hparams import RENAMED_VALUES
+    """MCLRec's ``meta_schedule`` (as the Config gives it) -> (encoder steps, augmenter steps) per batch."""
     from recbole_srma.model.mclrec import META_SCHEDULES
-    phases = META_SCHEDULES[RENAMED_VALUES["meta_schedule"].get(schedule, schedule)] or ("encoder",)  # joint
+    phases = META_SCHEDULES[schedule] or ("encoder",)  # joint
     return phases.count("encoder"), phases.count("augmenter")
 
 
@@ -68,8 +67,9 @@ def epoch_flops(model, config, train_lengths, n_items, batch_size):
         forward += views + info_nce
     if model == "DuoRec":
         # a second pass of every sequence and / or a same-target one (whose lengths follow the training lengths)
-        extra = {"us_x": 2, "un": 1, "su": 1, "us": 2}[config["contrast"]]
-        forward += extra * encoder + (2 if config["contrast"] == "us" else 1) * info_nce
+        contrast = config["contrast"]  # as the Config gives it: old spellings already renamed
+        extra = {"dropout_view_vs_same_target": 2, "dropout_pair": 1, "same_target_pair": 1, "both_pairs": 2}[contrast]
+        forward += extra * encoder + (2 if contrast == "both_pairs" else 1) * info_nce
     if model == "BT4SRec" and config["alpha"] > 0:
         # two augmented views and / or a same-target partner; projector and [D, D] cross-correlation per pair
         if config["bt_positive"] in ("augment", "both"):

@@ -28,7 +28,7 @@ CONFIG = {
     "hidden_size": 64, "inner_size": 256, "n_layers": 2, "augmentations": ["crop", "mask", "reorder"],
     "crop_eta": 0.6, "layer_drop_K": 2, "layer_drop_M": 1, "complement_type": "transformer",
     "complement_gamma": 0.1, "insert_rate": 0.4, "short_augmentations": ["insert", "mask"], "augment_threshold": 4,
-    "contrast": "us_x",
+    "contrast": "dropout_view_vs_same_target",
 }
 
 
@@ -56,7 +56,7 @@ def test_floor_counts_real_tokens_views_and_extras():
     assert speed.view_lengths(10, ["crop", "mask", "insert"], CONFIG) == [6, 10, 14]
     assert speed.view_lengths(1, ["crop"], CONFIG) == [1]
     assert speed.view_lengths(48, ["insert"], CONFIG) == [50]  # insert keeps the 50 most recent
-    # DuoRec's us_x: two more passes of every sequence
+    # DuoRec's default (the paper's model): two more passes of every sequence
     duorec = speed.epoch_flops("DuoRec", CONFIG, short, 1000, 256)
     assert duorec - sasrec_short > 2 * encoder_only
     coserec = speed.epoch_flops("CoSeRec", {**CONFIG, "augmentations": ["insert"]}, short, 1000, 256)
@@ -65,7 +65,7 @@ def test_floor_counts_real_tokens_views_and_extras():
     meta = {**CONFIG, "use_cl2": True, "reg_gamma": 0.1}
     joint, alternate, official = (
         speed.epoch_flops("MCLRec", {**meta, "meta_schedule": s}, short, 1000, 256)
-        for s in ("joint", "alternate", "official")
+        for s in ("joint", "alternate", "encoder_augmenter_encoder")
     )
     assert cl4srec < joint < alternate < official
     assert official - alternate == pytest.approx(joint)  # one more encoder step per batch
