@@ -222,15 +222,12 @@ def now_utc():
 
 
 def write_json(path, data, indent=1):
-    """Atomically (a temporary file of this process in the same folder, then a rename): a reader never sees half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=indent) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Atomically (the package's atomic_open): a reader never sees half a file."""
+    from recbole_srma.fileio import atomic_open
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as f:
+        f.write((json.dumps(data, indent=indent) + "\n").encode())
 
 
 def fmt_time(seconds):
