@@ -14,6 +14,7 @@ import sys
 from collections import OrderedDict
 from logging import getLogger
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from recbole.data import create_dataset, data_preparation
@@ -61,13 +62,33 @@ def _floats(result):
     return None if result is None else OrderedDict((k, float(v)) for k, v in result.items())
 
 
+def split_loaders(config, dataset):
+    """RecBole's train / valid / test loaders; with ``train_objective: every_position``, the training loader holds
+    one sample per user: the last of RecBole's prefix samples, whose history is the user's whole training sequence
+    (as far as ``MAX_ITEM_LIST_LENGTH`` reaches) and whose target is its last training item. Validation and test
+    are RecBole's, untouched; so are the dataset's stored interactions (the loader gets a copy)."""
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    if config["train_objective"] != "every_position":
+        return train_data, valid_data, test_data
+    train = train_data._dataset
+    users = train.inter_feat[train.uid_field].numpy()
+    lengths = train.inter_feat[config["ITEM_LIST_LENGTH_FIELD"]].numpy()
+    # RecBole writes a user's prefixes in time order: the longest, latest one is the user's last row in this order
+    order = np.lexsort((np.arange(len(users)), lengths, users))
+    last = order[np.r_[users[order][1:] != users[order][:-1], True]]
+    one_per_user = train.copy(train.inter_feat[torch.from_numpy(np.sort(last))])
+    loader = type(train_data)(config, one_per_user, train_data._sampler, shuffle=train_data.shuffle)
+    getLogger().info(f"train_objective every_position: {len(last)} training sequences (from {len(users)} prefixes)")
+    return loader, valid_data, test_data
+
+
 def _build(config, logger, prepared=False):
     """Dataset, split loaders and model for a built Config (shared by training and reloading)."""
     if not prepared:
         prepare_dataset(config)
     dataset = create_dataset(config)
     logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    train_data, valid_data, test_data = split_loaders(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
     return dataset, train_data, valid_data, test_data, model

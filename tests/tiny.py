@@ -59,18 +59,19 @@ def tiny_config(root, **overrides):
 
 def build(model, root, **overrides):
     """Config, split loaders and a fresh model for ``model`` on the tiny dataset (no training)."""
-    from recbole.data import create_dataset, data_preparation
+    from recbole.data import create_dataset
     from recbole.utils import init_seed
 
     from recbole_srma.config import Config
     from recbole_srma.data import prepare_dataset
+    from recbole_srma.quick_start import split_loaders
     from recbole_srma.registry import get_model
 
     config = Config(model=model, config_dict=tiny_config(root, **overrides))
     init_seed(config["seed"], config["reproducibility"])
     prepare_dataset(config)
     dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    train_data, valid_data, test_data = split_loaders(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
     net = get_model(config["model"])(config, train_data._dataset)
     return config, net, train_data, valid_data, test_data

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from recbole_srma import hparams
 from recbole_srma.compat import gelu
+from recbole_srma.errors import ConfigError
 from recbole_srma.model.recommender import SequentialBackboneRecommender
 
 
@@ -66,11 +67,21 @@ def cloze_mask(item_seq, item_seq_len, mask_ratio, mask_token, last_only=False, 
 
 
 class PluginBERT4Rec(SequentialBackboneRecommender):
+    EVERY_POSITION = False  # its term on one sequence per user: issue 49, not yet
     HPARAMS = {
         **SequentialBackboneRecommender.HPARAMS,
         "mask_ratio": hparams.rate,
         "ft_ratio": hparams.rate,
     }
+
+    @classmethod
+    def check_config(cls, config):
+        super().check_config(config)
+        if config["next_item_loss"] != "full_softmax":
+            raise ConfigError(
+                "PluginBERT4Rec: its cloze loss is a full softmax with an output bias; next_item_loss "
+                f"'{config['next_item_loss']}' is not available for it (use next_item_loss: full_softmax)"
+            )
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset, bidirectional=True)

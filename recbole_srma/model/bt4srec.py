@@ -44,6 +44,7 @@ POSITIVES = ("augment", "same_target", "both")
 
 
 class BT4SRec(SequentialBackboneRecommender):
+    EVERY_POSITION = False  # its term on one sequence per user: issue 49, not yet
     HPARAMS = {
         **SequentialBackboneRecommender.HPARAMS,
         "alpha": hparams.non_negative,

@@ -24,6 +24,7 @@ from recbole_srma.model.recommender import SequentialBackboneRecommender
 
 
 class CL4SRec(SequentialBackboneRecommender):
+    EVERY_POSITION = False  # its term on one sequence per user: issue 49, not yet
     HPARAMS = {
         **SequentialBackboneRecommender.HPARAMS,
         "cl_lambda": hparams.non_negative,

@@ -44,6 +44,7 @@ _SAME_TARGET = ("dropout_view_vs_same_target", "same_target_pair", "both_pairs")
 
 
 class DuoRec(SequentialBackboneRecommender):
+    EVERY_POSITION = False  # its term on one sequence per user: issue 49, not yet
     HPARAMS = {
         **SequentialBackboneRecommender.HPARAMS,
         "contrast": hparams.one_of(*CONTRASTS),

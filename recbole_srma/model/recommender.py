@@ -7,6 +7,7 @@ full-sort scoring. :class:`SequentialBackboneRecommender` adds the shared encode
 and the model-level ``fast_path`` switch. A model file subclasses it and adds what its paper adds.
 """
 
+import torch
 import torch.nn as nn
 from recbole.model.abstract_recommender import SequentialRecommender
 
@@ -20,6 +21,12 @@ def _heads_divide_hidden(config):
         raise ValueError(f"hidden_size ({config['hidden_size']}) must be a multiple of n_heads ({config['n_heads']})")
 
 
+#: ``prefixes``: RecBole's training samples (every prefix of a training sequence, the loss at its last position);
+#: ``every_position``: one sample per user, the loss at every position of its training sequence (quick_start keeps
+#: the last prefix of each user, which holds the whole sequence: :func:`recbole_srma.quick_start.split_loaders`).
+TRAIN_OBJECTIVES = ("prefixes", "every_position")
+NEXT_ITEM_LOSSES = ("full_softmax", "sampled_softmax")
+
 BACKBONE_HPARAMS = {
     "hidden_size": hparams.positive_int,
     "n_layers": hparams.positive_int,
@@ -32,23 +39,39 @@ BACKBONE_HPARAMS = {
     "initializer_range": hparams.positive,
     "fast_path": hparams.boolean,
     "loss_type": hparams.one_of("CE"),
+    "train_objective": hparams.one_of(*TRAIN_OBJECTIVES),
+    "next_item_loss": hparams.one_of(*NEXT_ITEM_LOSSES),
+    "n_negatives": hparams.positive_int,
 }
 
 
 class NextItemRecommender(SequentialRecommender):
     """``forward(item_seq, item_seq_len) -> [B, H]`` scored against ``item_weights()`` (``[n_items, H]``): the
-    full-softmax CE next-item loss and full-sort scoring. Subclasses define ``forward`` and ``item_weights``."""
+    next-item loss (``next_item_loss``: full softmax, the protocol's, or sampled softmax) and full-sort scoring.
+    Subclasses define ``forward`` and ``item_weights``."""
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.loss_fct = nn.CrossEntropyLoss()
+        self.next_item_loss = config["next_item_loss"] or "full_softmax"
+        self.n_negatives = config["n_negatives"]
 
     def item_weights(self):
         raise NotImplementedError
 
     def rec_loss(self, seq_output, pos_items):
-        """Full-softmax cross-entropy over all items (the protocol's next-item loss for every model)."""
-        return self.loss_fct(seq_output @ self.item_weights().t(), pos_items)
+        """The next-item loss of representations ``[N, H]`` and their targets ``[N]`` (every model's ``L_rec``):
+        cross-entropy over all items, or (``sampled_softmax``) the target against ``n_negatives`` uniform draws from
+        the item ids 1 .. n_items - 1 per row, a draw equal to the row's target being left out."""
+        weights = self.item_weights()
+        if self.next_item_loss == "full_softmax":
+            return self.loss_fct(seq_output @ weights.t(), pos_items)
+        negatives = torch.randint(1, self.n_items, (len(pos_items), self.n_negatives), device=pos_items.device)
+        positive = (seq_output * weights[pos_items]).sum(-1, keepdim=True)
+        negative = torch.einsum("nh,nkh->nk", seq_output, weights[negatives])
+        negative = negative.masked_fill(negatives == pos_items[:, None], float("-inf"))
+        logits = torch.cat([positive, negative], dim=1)
+        return self.loss_fct(logits, torch.zeros_like(pos_items))
 
     def calculate_loss(self, interaction):
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
@@ -73,12 +96,16 @@ class SequentialBackboneRecommender(NextItemRecommender):
 
     uses_plugin_backbone = True
     HPARAMS = BACKBONE_HPARAMS
+    #: Whether the model's loss is defined for ``train_objective: every_position`` (the base class's, the
+    #: next-item loss alone, is; a subclass with a term of its own says so once that term is).
+    EVERY_POSITION = True
 
     def __init__(self, config, dataset, **backbone_overrides):
         super().__init__(config, dataset)
         self.mask_token = self.n_items
         self.backbone = SASRecBackbone.from_config(config, self.n_items, self.max_seq_length, **backbone_overrides)
         self.fast_path = self.backbone.fast_path
+        self.train_objective = config["train_objective"] or "prefixes"
 
     @classmethod
     def check_config(cls, config):
@@ -88,6 +115,11 @@ class SequentialBackboneRecommender(NextItemRecommender):
             _heads_divide_hidden(config)
         except ValueError as err:
             raise ConfigError(f"{cls.__name__}: {err}") from None
+        if config["train_objective"] == "every_position" and not cls.EVERY_POSITION:
+            raise ConfigError(
+                f"{cls.__name__}: train_objective 'every_position' is not available for this model yet (its "
+                "self-supervised term is defined on prefix samples); use train_objective: prefixes"
+            )
 
     def set_fast_path(self, enabled):
         """The one switch between the fast path and the padded reference path (encoder.py's docstring): every
@@ -107,6 +139,25 @@ class SequentialBackboneRecommender(NextItemRecommender):
 
     def forward(self, item_seq, item_seq_len):
         return self.backbone(item_seq, item_seq_len)
+
+    def every_position(self, item_seq, item_seq_len, pos_items):
+        """The hidden state of every real position, ``[N, H]`` (sequence by sequence, as ``item_seq[real]`` orders
+        them), and its target, ``[N]``: the next item of the sequence, the sample's target at the last position."""
+        targets = torch.cat([item_seq[:, 1:], item_seq[:, :1]], dim=1)
+        targets = targets.scatter(1, (item_seq_len - 1).unsqueeze(1), pos_items.unsqueeze(1))
+        if self.backbone.fast_path:
+            hidden, layout = self.backbone.encode_packed(item_seq, item_seq_len)
+            return hidden, targets[:, : layout.max_len].flatten()[layout.index]
+        real = torch.arange(item_seq.size(1), device=item_seq.device)[None, :] < item_seq_len[:, None]
+        return self.backbone.encode(item_seq)[real], targets[real]
+
+    def calculate_loss(self, interaction):
+        if self.train_objective == "prefixes":
+            return super().calculate_loss(interaction)
+        hidden, targets = self.every_position(
+            interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.POS_ITEM_ID]
+        )
+        return self.rec_loss(hidden, targets)
 
     def item_weights(self):
         """Embeddings of the scorable items (padding row 0 included, as RecBole scores it; mask token excluded)."""

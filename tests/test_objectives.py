@@ -1,0 +1,102 @@
+"""The next-item objectives (issue 49, first part): every position of one sequence per user, and sampled softmax."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny import build, tiny_config
+
+from recbole_srma.errors import ConfigError
+from recbole_srma.quick_start import run_recbole_srma
+
+FAST = {"hidden_size": 16, "inner_size": 32}
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0}
+
+
+def test_every_position_trains_on_one_sequence_per_user_and_leaves_the_data_alone(tmp_path):
+    config, model, prefixes, *_ = build("PluginSASRec", tmp_path, **FAST)
+    _, _, per_user, *_ = build("PluginSASRec", tmp_path, train_objective="every_position", **FAST)
+    feat, ours = prefixes._dataset.inter_feat, per_user._dataset.inter_feat
+    uid, seq, length, target = config["USER_ID_FIELD"], model.ITEM_SEQ, model.ITEM_SEQ_LEN, model.POS_ITEM_ID
+    users = feat[uid].unique()
+    assert sorted(ours[uid].tolist()) == sorted(users.tolist())  # one sample per user
+    for user in users[:40].tolist():
+        rows = (feat[uid] == user).nonzero().squeeze(1)
+        longest = rows[-1]  # RecBole's last prefix of the user: the whole training sequence
+        mine = (ours[uid] == user).nonzero().item()
+        assert ours[length][mine] == feat[length][longest] == feat[length][rows].max()
+        assert torch.equal(ours[seq][mine], feat[seq][longest]) and ours[target][mine] == feat[target][longest]
+    assert len(feat) == len(prefixes._dataset.inter_feat) > len(ours)  # RecBole's samples unchanged
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_every_position_loss_is_the_mean_next_item_cross_entropy_over_every_real_position(tmp_path, fast_path):
+    _, model, train_data, *_ = build(
+        "PluginSASRec", tmp_path, train_objective="every_position", fast_path=fast_path, **FAST, **NO_DROPOUT
+    )
+    batch = next(iter(train_data))
+    seq, length, pos = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN], batch[model.POS_ITEM_ID]
+    hidden = model.backbone.encode(seq)  # the padded reference: every position
+    logits, targets = [], []
+    for row in range(len(seq)):
+        n = int(length[row])
+        logits.append(hidden[row, :n] @ model.item_weights().t())
+        targets.append(torch.cat([seq[row, 1:n], pos[row : row + 1]]))  # the next item; the sample's target last
+    expected = F.cross_entropy(torch.cat(logits), torch.cat(targets))
+    torch.testing.assert_close(model.calculate_loss(batch), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_fast_path_gives_the_padded_paths_every_position_loss_and_gradients(tmp_path):
+    losses, grads = [], []
+    for fast_path in (True, False):
+        _, model, train_data, *_ = build(
+            "PluginSASRec", tmp_path, train_objective="every_position", fast_path=fast_path, **FAST, **NO_DROPOUT
+        )
+        loss = model.calculate_loss(next(iter(train_data)))
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    for name in grads[1]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_sampled_softmax_scores_the_target_against_uniform_negatives_never_itself(tmp_path):
+    _, model, *_ = build("PluginSASRec", tmp_path, next_item_loss="sampled_softmax", n_negatives=5, **FAST)
+    hidden = torch.randn(64, 16)
+    targets = torch.randint(1, model.n_items, (64,))
+    torch.manual_seed(0)
+    loss = model.rec_loss(hidden, targets)
+    torch.manual_seed(0)
+    negatives = torch.randint(1, model.n_items, (64, 5))
+    weights = model.item_weights()
+    positive = (hidden * weights[targets]).sum(-1)
+    negative = torch.einsum("nh,nkh->nk", hidden, weights[negatives]).masked_fill(negatives == targets[:, None], -1e30)
+    expected = (torch.logsumexp(torch.cat([positive[:, None], negative], 1), 1) - positive).mean()
+    torch.testing.assert_close(loss, expected)
+    # a negative equal to the target is left out: with only the target to draw, the loss is exactly 0
+    _, model, *_ = build("PluginSASRec", tmp_path, next_item_loss="sampled_softmax", n_negatives=3, **FAST)
+    model.n_items = 2  # item ids 1 .. n_items - 1: only item 1 can be drawn
+    assert model.rec_loss(torch.randn(4, 16), torch.ones(4, dtype=torch.long)).item() == 0.0
+
+
+@pytest.mark.parametrize("settings", [{"train_objective": "every_position"}, {"next_item_loss": "sampled_softmax"},
+                                      {"train_objective": "every_position", "next_item_loss": "sampled_softmax"}])
+def test_pluginsasrec_trains_with_each_objective(tmp_path, settings):
+    result = run_recbole_srma(model="PluginSASRec", config_dict=tiny_config(tmp_path, **FAST, epochs=2, **settings))
+    assert result["epochs_trained"] == 2 and 0 < result["test_result"]["ndcg@10"] <= 1
+
+
+@pytest.mark.parametrize("model", ["CL4SRec", "SRMA", "CoSeRec", "DuoRec", "MCLRec", "BT4SRec", "PluginBERT4Rec"])
+def test_models_whose_term_is_not_defined_on_every_position_yet_refuse_it_at_start(tmp_path, model):
+    with pytest.raises(ConfigError, match="every_position' is not available"):
+        build(model, tmp_path, train_objective="every_position", **FAST)
+
+
+def test_sampled_softmax_reaches_every_model_but_bert4rec(tmp_path):
+    _, model, train_data, *_ = build("CL4SRec", tmp_path, next_item_loss="sampled_softmax", n_negatives=8, **FAST)
+    rec, _ = model.calculate_loss(next(iter(train_data)))
+    assert torch.isfinite(rec) and rec < 4  # log(9) = 2.2 at chance, against log(n_items) = 4.4 for the full softmax
+    with pytest.raises(ConfigError, match="next_item_loss"):
+        build("PluginBERT4Rec", tmp_path, next_item_loss="sampled_softmax", **FAST)
+    with pytest.raises(ConfigError, match="next_item_loss"):
+        build("PluginSASRec", tmp_path, next_item_loss="negatives", **FAST)
