@@ -86,7 +86,7 @@ def test_pluginsasrec_trains_with_each_objective(tmp_path, settings):
     assert result["epochs_trained"] == 2 and 0 < result["test_result"]["ndcg@10"] <= 1
 
 
-@pytest.mark.parametrize("model", ["CL4SRec", "SRMA", "CoSeRec", "DuoRec", "MCLRec", "BT4SRec", "PluginBERT4Rec"])
+@pytest.mark.parametrize("model", ["SRMA", "CoSeRec", "DuoRec", "MCLRec", "BT4SRec", "PluginBERT4Rec"])
 def test_models_whose_term_is_not_defined_on_every_position_yet_refuse_it_at_start(tmp_path, model):
     with pytest.raises(ConfigError, match="every_position' is not available"):
         build(model, tmp_path, train_objective="every_position", **FAST)
@@ -100,3 +100,26 @@ def test_sampled_softmax_reaches_every_model_but_bert4rec(tmp_path):
         build("PluginBERT4Rec", tmp_path, next_item_loss="sampled_softmax", **FAST)
     with pytest.raises(ConfigError, match="next_item_loss"):
         build("PluginSASRec", tmp_path, next_item_loss="negatives", **FAST)
+
+
+def test_cl4srec_on_every_position_contrasts_two_views_of_the_whole_sequence(tmp_path):
+    from recbole_srma.model.losses import info_nce
+
+    _, model, train_data, *_ = build("CL4SRec", tmp_path, train_objective="every_position", **FAST, **NO_DROPOUT)
+    batch = next(iter(train_data))
+    seq, length, pos = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN], batch[model.POS_ITEM_ID]
+    stored = seq.clone()
+    torch.manual_seed(4)
+    rec, cl = model.calculate_loss(batch)
+    torch.manual_seed(4)
+    (s1, l1), (s2, l2) = model.data_augmentation.views(seq, length)
+    with torch.no_grad():
+        z1, z2 = model.forward(s1, l1), model.forward(s2, l2)
+        expected_rec = model.rec_loss(*model.every_position(seq, length, pos))
+    torch.testing.assert_close(rec.detach(), expected_rec, rtol=1e-5, atol=1e-6)
+    expected_cl = model.cl_lambda * info_nce(z1, z2, temperature=model.tau, similarity=model.sim)
+    torch.testing.assert_close(cl.detach(), expected_cl, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(s1, seq) and torch.equal(seq, stored)  # the views change the sequence, never the data
+    settings = tiny_config(tmp_path, **FAST, train_objective="every_position")
+    result = run_recbole_srma(model="CL4SRec", config_dict=settings)
+    assert result["epochs_trained"] == 1 and 0 < result["test_result"]["ndcg@10"] <= 1

@@ -4,7 +4,10 @@ Loss: ``L = L_rec + lambda * L_cl`` with ``L_rec`` the full-softmax next-item cr
 ``L_cl`` the InfoNCE between two augmented views of every training sequence (2B - 2 in-batch negatives). Each view
 comes from a different operator drawn at random per sequence among crop (keep a contiguous fraction ``eta``), mask
 (replace a fraction ``gamma`` by the mask token) and reorder (shuffle a contiguous fraction ``beta``). The
-representation contrasted is the backbone's hidden state at the last real position.
+representation contrasted is the backbone's hidden state at the last real position. With ``train_objective:
+every_position`` a sample is a user's whole training sequence: ``L_rec`` is the next-item loss at its every
+position, ``L_cl`` the InfoNCE between two views of the whole sequence (as the Salesforce-based official codes of
+CoSeRec and SRMA contrast whole training sequences).
 
 Deviations:
 - From the paper: the next-item loss is a full softmax over all items (the paper trains SASRec-style with a sampled
@@ -24,7 +27,7 @@ from recbole_srma.model.recommender import SequentialBackboneRecommender
 
 
 class CL4SRec(SequentialBackboneRecommender):
-    EVERY_POSITION = False  # its term on one sequence per user: issue 49, not yet
+    EVERY_POSITION = True  # InfoNCE between two views of the user's whole training sequence
     HPARAMS = {
         **SequentialBackboneRecommender.HPARAMS,
         "cl_lambda": hparams.non_negative,
@@ -66,7 +69,14 @@ class CL4SRec(SequentialBackboneRecommender):
         return self.forward(item_seq, item_seq_len)
 
     def calculate_loss(self, interaction):
-        seq_output, z1, z2, _ = self.encode_with_views(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        rec_loss = self.rec_loss(seq_output, interaction[self.POS_ITEM_ID])
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        if self.train_objective == "every_position":
+            # one sequence per user: the next-item loss at its every position, InfoNCE between two views of it
+            views = self.data_augmentation.views(item_seq, item_seq_len, n_views=2)
+            rec_loss = self.rec_loss(*self.every_position(item_seq, item_seq_len, interaction[self.POS_ITEM_ID]))
+            z1, z2 = self.forward(torch.cat([s for s, _ in views]), torch.cat([n for _, n in views])).chunk(2)
+        else:
+            seq_output, z1, z2, _ = self.encode_with_views(item_seq, item_seq_len)
+            rec_loss = self.rec_loss(seq_output, interaction[self.POS_ITEM_ID])
         cl_loss = info_nce(z1, z2, temperature=self.tau, similarity=self.sim)
         return rec_loss, self.cl_lambda * cl_loss

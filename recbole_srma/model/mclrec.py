@@ -61,6 +61,7 @@ META_SCHEDULES = {
 
 
 class MCLRec(CL4SRec):
+    EVERY_POSITION = False  # its term on one sequence per user: issue 49, not yet
     HPARAMS = {
         **CL4SRec.HPARAMS,
         "cl2_beta": hparams.non_negative,

@@ -46,6 +46,7 @@ from recbole_srma.model.recommender import NextItemRecommender
 
 
 class SRMA(CL4SRec):
+    EVERY_POSITION = False  # its term on one sequence per user: issue 49, not yet
     HPARAMS = {
         **CL4SRec.HPARAMS,
         "neuron_mask_p": hparams.rate,
