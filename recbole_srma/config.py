@@ -50,9 +50,16 @@ PROTOCOL_KEYS = (
 )
 
 
+#: Evaluation switches that are off in RecBole's protocol; a record names them only when they are on, so that every
+#: result recorded before they existed still reads as the protocol it was produced under.
+PROTOCOL_SWITCHES = ("exclude_history_items", "train_on_validation_item")
+
+
 def protocol_settings(config):
-    """``PROTOCOL_KEYS`` of a built Config as plain data (json / yaml)."""
-    return {key: plain_data(config[key]) for key in PROTOCOL_KEYS}
+    """``PROTOCOL_KEYS`` of a built Config as plain data (json / yaml), and the ``PROTOCOL_SWITCHES`` that are on."""
+    settings = {key: plain_data(config[key]) for key in PROTOCOL_KEYS}
+    settings.update({key: True for key in PROTOCOL_SWITCHES if config[key]})
+    return settings
 
 
 def is_recbole_model(model_class):

@@ -170,6 +170,8 @@ RUN_HPARAMS = {
     "seed": optional(non_negative_int),
     "threads": optional(positive_int),
     "status_file": optional(string),
+    "exclude_history_items": optional(boolean),
+    "train_on_validation_item": optional(boolean),
 }
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from recbole.data import create_dataset, data_preparation
+from recbole.data.interaction import cat_interactions
 from recbole.utils import EvaluatorType, init_seed, set_color
 
 from recbole_srma import registry
@@ -63,22 +64,40 @@ def _floats(result):
 
 
 def split_loaders(config, dataset):
-    """RecBole's train / valid / test loaders; with ``train_objective: every_position``, the training loader holds
-    one sample per user: the last of RecBole's prefix samples, whose history is the user's whole training sequence
-    (as far as ``MAX_ITEM_LIST_LENGTH`` reaches) and whose target is its last training item. Validation and test
-    are RecBole's, untouched; so are the dataset's stored interactions (the loader gets a copy)."""
+    """RecBole's train / valid / test loaders, with the training samples the config asks for.
+
+    ``train_objective: every_position``: one sample per user, the last of RecBole's prefix samples, whose history is
+    the user's whole training sequence (as far as ``MAX_ITEM_LIST_LENGTH`` reaches) and whose target is its last
+    training item. ``train_on_validation_item: True``: the validation samples are training samples too (each
+    user's validation item becomes a training target, as when a final model is refitted on everything but the test
+    item); validation scores are then optimistic and pick the epoch on data the model has seen (the log says so).
+    Validation and test loaders are RecBole's, untouched; so are the dataset's stored interactions (the training
+    loader gets a copy)."""
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    if config["train_objective"] != "every_position":
+    every_position = config["train_objective"] == "every_position"
+    with_validation = bool(config["train_on_validation_item"])
+    if not every_position and not with_validation:
         return train_data, valid_data, test_data
     train = train_data._dataset
-    users = train.inter_feat[train.uid_field].numpy()
-    lengths = train.inter_feat[config["ITEM_LIST_LENGTH_FIELD"]].numpy()
-    # RecBole writes a user's prefixes in time order: the longest, latest one is the user's last row in this order
-    order = np.lexsort((np.arange(len(users)), lengths, users))
-    last = order[np.r_[users[order][1:] != users[order][:-1], True]]
-    one_per_user = train.copy(train.inter_feat[torch.from_numpy(np.sort(last))])
-    loader = type(train_data)(config, one_per_user, train_data._sampler, shuffle=train_data.shuffle)
-    getLogger().info(f"train_objective every_position: {len(last)} training sequences (from {len(users)} prefixes)")
+    feat = train.inter_feat
+    if with_validation:
+        feat = cat_interactions([feat, valid_data._dataset.inter_feat])
+        getLogger().warning(
+            "train_on_validation_item: every validation item is also a training target; validation scores are "
+            "optimistic and early stopping selects on items the model was trained on"
+        )
+    if every_position:
+        users = feat[train.uid_field].numpy()
+        lengths = feat[config["ITEM_LIST_LENGTH_FIELD"]].numpy()
+        # RecBole writes a user's prefixes in time order (the validation sample after them): the longest, latest
+        # one is the user's last row in this order
+        order = np.lexsort((np.arange(len(users)), lengths, users))
+        last = order[np.r_[users[order][1:] != users[order][:-1], True]]
+        getLogger().info(
+            f"train_objective every_position: {len(last)} training sequences (from {len(users)} prefixes)"
+        )
+        feat = feat[torch.from_numpy(np.sort(last))]
+    loader = type(train_data)(config, train.copy(feat), train_data._sampler, shuffle=train_data.shuffle)
     return loader, valid_data, test_data
 
 

@@ -34,7 +34,7 @@ from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
 
 from recbole_srma.compat import checkpoint_config, load_checkpoint
-from recbole_srma.errors import CheckpointError
+from recbole_srma.errors import CheckpointError, ConfigError
 from recbole_srma.fileio import STATUS_FORMAT, atomic_open, read_status  # noqa: F401  (read_status: API)
 
 CHECKPOINT_FORMAT = "recbole_srma/1"
@@ -306,6 +306,21 @@ class SafeCheckpointMixin:
                 "was written with other training settings (learner, or MCLRec's meta_schedule): resume with those"
             ) from None
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        if self.config["exclude_history_items"]:
+            # the user's earlier items as the model sees them (the last MAX_ITEM_LIST_LENGTH; padding is id 0,
+            # never ranked anyway)
+            field = self.config["ITEM_ID_FIELD"] + self.config["LIST_SUFFIX"]
+            if field not in interaction:
+                raise ConfigError(
+                    f"exclude_history_items needs a sequential model (no '{field}' in the evaluation batches of "
+                    f"{self.config['model']}); set exclude_history_items: False"
+                )
+            history = interaction[field].to(scores.device)
+            scores.scatter_(1, history, -np.inf)
+        return interaction, scores, positive_u, positive_i
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):

@@ -114,8 +114,12 @@ class PackedLayout:
 
 
 class MultiHeadAttention(nn.Module):
-    def __init__(self, n_heads, hidden_size, attn_dropout_prob, hidden_dropout_prob, layer_norm_eps):
+    """SASRec's attention sub-layer: ``LayerNorm(dropout(attention) + input)``; with ``post_norm=False`` (LiGR's
+    pre-norm layer adds its own gated residual) just ``dropout(attention)``."""
+
+    def __init__(self, n_heads, hidden_size, attn_dropout_prob, hidden_dropout_prob, layer_norm_eps, post_norm=True):
         super().__init__()
+        self.post_norm = post_norm
         self.n_heads = n_heads
         self.head_size = hidden_size // n_heads
         self.attn_dropout_prob = attn_dropout_prob
@@ -123,9 +127,14 @@ class MultiHeadAttention(nn.Module):
         self.key = nn.Linear(hidden_size, hidden_size)
         self.value = nn.Linear(hidden_size, hidden_size)
         self.dense = nn.Linear(hidden_size, hidden_size)
-        self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        if post_norm:
+            self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.out_dropout = Dropout(hidden_dropout_prob)
         self.attn_dropout = Dropout(attn_dropout_prob)  # the fast path's; the padded path uses SDPA's dropout
+
+    def _output(self, context, residual):
+        out = self.out_dropout(self.dense(context))
+        return self.LayerNorm(out + residual) if self.post_norm else out
 
     def _heads(self, x):
         batch, length, _ = x.shape
@@ -137,7 +146,7 @@ class MultiHeadAttention(nn.Module):
             q, k, v, attn_mask=attention_mask, dropout_p=self.attn_dropout_prob if self.training else 0.0
         )
         context = context.transpose(1, 2).reshape(hidden.shape)
-        return self.LayerNorm(self.out_dropout(self.dense(context)) + hidden)
+        return self._output(context, hidden)
 
     def _attend(self, q, k, v, additive_mask):
         """Explicit scaled dot-product attention over ``[B, heads, ., d]`` with an additive mask."""
@@ -157,7 +166,7 @@ class MultiHeadAttention(nn.Module):
         q, k, v = self._split(layout.scatter(F.linear(hidden, weight, bias)), 3)
         context = self._attend(q, k, v, layout.attention)  # [B, heads, L, d]
         context = layout.gather(context.transpose(1, 2))
-        return self.LayerNorm(self.out_dropout(self.dense(context)) + hidden)
+        return self._output(context, hidden)
 
     def forward_last(self, hidden, layout):
         """The last real position of each sequence only: ``[N, H]`` -> ``[B, H]``."""
@@ -167,7 +176,7 @@ class MultiHeadAttention(nn.Module):
         k, v = self._split(layout.scatter(F.linear(hidden, weight, bias)), 2)
         q = self._split(self.query(last)[:, None, :], 1)[0]  # [B, heads, 1, d]
         context = self._attend(q, k, v, layout.keys).reshape(last.shape)
-        return self.LayerNorm(self.out_dropout(self.dense(context)) + last)
+        return self._output(context, last)
 
 
 class FeedForward(nn.Module):
@@ -215,10 +224,68 @@ class TransformerLayer(nn.Module):
         return self.feed_forward(hidden)
 
 
-class TransformerEncoder(nn.Module):
-    def __init__(self, n_layers, **layer_kwargs):
+class SwiGLU(nn.Module):
+    """LiGR's feed-forward block: ``dropout(W_3 (silu(W_1 x) * W_2 x))``, inner size ``inner_size``; no residual."""
+
+    def __init__(self, hidden_size, inner_size, dropout_prob):
         super().__init__()
-        self.layer = nn.ModuleList([TransformerLayer(**layer_kwargs) for _ in range(n_layers)])
+        self.gate = nn.Linear(hidden_size, inner_size)
+        self.up = nn.Linear(hidden_size, inner_size)
+        self.down = nn.Linear(inner_size, hidden_size)
+        self.dropout = Dropout(dropout_prob)
+
+    def forward(self, hidden):
+        return self.dropout(self.down(F.silu(self.gate(hidden)) * self.up(hidden)))
+
+
+class LiGRLayer(nn.Module):
+    """A pre-norm block with gated residuals (LiGR, Borisyuk et al. 2025, as eSASRec uses it):
+    ``x = x + sigmoid(G_1 n) * attention(n)`` with ``n = LayerNorm_1(x)``, then
+    ``x = x + sigmoid(G_2 m) * SwiGLU(m)`` with ``m = LayerNorm_2(x)``. The gates read the normalised input (the
+    LiGR paper leaves open which); the encoder adds a final LayerNorm after the last block."""
+
+    def __init__(
+        self, n_heads, hidden_size, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act, eps,
+        ffn_dropout_prob,
+    ):
+        del hidden_act  # SwiGLU's activation is fixed (SiLU)
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.multi_head_attention = MultiHeadAttention(
+            n_heads, hidden_size, attn_dropout_prob, hidden_dropout_prob, eps, post_norm=False
+        )
+        self.attention_gate = nn.Linear(hidden_size, hidden_size)
+        self.feed_forward_norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.feed_forward = SwiGLU(hidden_size, inner_size, ffn_dropout_prob)
+        self.feed_forward_gate = nn.Linear(hidden_size, hidden_size)
+
+    def _feed_forward(self, hidden):
+        normed = self.feed_forward_norm(hidden)
+        return hidden + torch.sigmoid(self.feed_forward_gate(normed)) * self.feed_forward(normed)
+
+    def forward(self, hidden, attention_mask):
+        normed = self.attention_norm(hidden)
+        attended = self.multi_head_attention(normed, attention_mask)
+        return self._feed_forward(hidden + torch.sigmoid(self.attention_gate(normed)) * attended)
+
+    def forward_packed(self, hidden, layout, last_only=False):
+        normed = self.attention_norm(hidden)
+        if last_only:
+            hidden, gate_input = hidden.index_select(0, layout.last), normed.index_select(0, layout.last)
+            attended = self.multi_head_attention.forward_last(normed, layout)
+        else:
+            gate_input, attended = normed, self.multi_head_attention.forward_packed(normed, layout)
+        return self._feed_forward(hidden + torch.sigmoid(self.attention_gate(gate_input)) * attended)
+
+
+#: ``sasrec``: RecBole's SASRec block (post-LayerNorm, GELU feed-forward); ``ligr``: :class:`LiGRLayer`.
+LAYER_TYPES = {"sasrec": TransformerLayer, "ligr": LiGRLayer}
+
+
+class TransformerEncoder(nn.Module):
+    def __init__(self, n_layers, layer_type="sasrec", **layer_kwargs):
+        super().__init__()
+        self.layer = nn.ModuleList([LAYER_TYPES[layer_type](**layer_kwargs) for _ in range(n_layers)])
 
     def forward(self, hidden, attention_mask):
         for layer in self.layer:
@@ -246,6 +313,7 @@ class SASRecBackbone(nn.Module):
         ffn_dropout_prob=None,
         fast_path=True,
         bidirectional=False,
+        layer_type="sasrec",
     ):
         super().__init__()
         self.n_items = n_items
@@ -256,6 +324,7 @@ class SASRecBackbone(nn.Module):
         self.position_embedding = nn.Embedding(max_seq_length, hidden_size)
         self.trm_encoder = TransformerEncoder(
             n_layers,
+            layer_type=layer_type,
             n_heads=n_heads,
             hidden_size=hidden_size,
             inner_size=inner_size,
@@ -268,6 +337,8 @@ class SASRecBackbone(nn.Module):
         )
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.dropout = Dropout(hidden_dropout_prob)
+        # pre-norm blocks leave their output unnormalised: one LayerNorm after the last (SASRec's blocks end in one)
+        self.output_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps) if layer_type == "ligr" else nn.Identity()
         self.apply(self._init_weights)
         self.set_fast_path(fast_path)
 
@@ -289,12 +360,13 @@ class SASRecBackbone(nn.Module):
         "layer_norm_eps",
         "initializer_range",
         "fast_path",
+        "layer_type",
     )
 
     @classmethod
     def from_config(cls, config, n_items, max_seq_length, **overrides):
         """Built from the backbone keys of ``config``; ``overrides`` replace any of them (or set ffn_dropout_prob)."""
-        kwargs = {key: config[key] for key in cls.CONFIG_KEYS}
+        kwargs = {key: config[key] for key in cls.CONFIG_KEYS if config[key] is not None}
         kwargs.update(overrides)
         return cls(n_items, max_seq_length, **kwargs)
 
@@ -322,7 +394,7 @@ class SASRecBackbone(nn.Module):
         positions = torch.arange(item_seq.size(1), device=item_seq.device)
         hidden = self.item_embedding(item_seq) + self.position_embedding(positions)[None]
         hidden = self.dropout(self.LayerNorm(hidden))
-        return self.trm_encoder(hidden, self.attention_mask(item_seq))
+        return self.output_norm(self.trm_encoder(hidden, self.attention_mask(item_seq)))
 
     def forward(self, item_seq, item_seq_len):
         """Hidden state at the last real position of each sequence, [B, H]."""
@@ -343,7 +415,7 @@ class SASRecBackbone(nn.Module):
         hidden, layout = self._embed_packed(item_seq, item_seq_len)
         for layer in self.trm_encoder.layer:
             hidden = layer.forward_packed(hidden, layout)
-        return hidden, layout
+        return self.output_norm(hidden), layout
 
     def forward_packed(self, item_seq, item_seq_len):
         """``forward`` computed on the real tokens only (the fast path)."""
@@ -351,4 +423,4 @@ class SASRecBackbone(nn.Module):
         layers = self.trm_encoder.layer
         for i, layer in enumerate(layers):
             hidden = layer.forward_packed(hidden, layout, last_only=i == len(layers) - 1)
-        return hidden
+        return self.output_norm(hidden)

@@ -9,11 +9,12 @@ and the model-level ``fast_path`` switch. A model file subclasses it and adds wh
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 
 from recbole_srma import hparams
 from recbole_srma.errors import ConfigError
-from recbole_srma.model.encoder import ACTIVATIONS, Dropout, SASRecBackbone
+from recbole_srma.model.encoder import ACTIVATIONS, LAYER_TYPES, Dropout, SASRecBackbone
 
 
 def _heads_divide_hidden(config):
@@ -25,7 +26,11 @@ def _heads_divide_hidden(config):
 #: ``every_position``: one sample per user, the loss at every position of its training sequence (quick_start keeps
 #: the last prefix of each user, which holds the whole sequence: :func:`recbole_srma.quick_start.split_loaders`).
 TRAIN_OBJECTIVES = ("prefixes", "every_position")
-NEXT_ITEM_LOSSES = ("full_softmax", "sampled_softmax")
+NEXT_ITEM_LOSSES = ("full_softmax", "sampled_softmax", "gbce")
+#: where the uniform negatives of ``sampled_softmax`` / ``gbce`` come from: a draw of ``n_negatives`` for every
+#: position (the transformer benchmark's recipe), or one draw per batch that every position shares (one matrix
+#: product instead of a gather of ``[N, n_negatives, H]`` embeddings: cheaper on a CPU, more correlated noise).
+NEGATIVE_SAMPLING = ("per_position", "per_batch")
 
 BACKBONE_HPARAMS = {
     "hidden_size": hparams.positive_int,
@@ -38,10 +43,13 @@ BACKBONE_HPARAMS = {
     "layer_norm_eps": hparams.positive,
     "initializer_range": hparams.positive,
     "fast_path": hparams.boolean,
+    "layer_type": hparams.one_of(*LAYER_TYPES),
     "loss_type": hparams.one_of("CE"),
     "train_objective": hparams.one_of(*TRAIN_OBJECTIVES),
     "next_item_loss": hparams.one_of(*NEXT_ITEM_LOSSES),
     "n_negatives": hparams.positive_int,
+    "negative_sampling": hparams.one_of(*NEGATIVE_SAMPLING),
+    "gbce_t": hparams.rate,
 }
 
 
@@ -55,23 +63,42 @@ class NextItemRecommender(SequentialRecommender):
         self.loss_fct = nn.CrossEntropyLoss()
         self.next_item_loss = config["next_item_loss"] or "full_softmax"
         self.n_negatives = config["n_negatives"]
+        self.negative_sampling = config["negative_sampling"] or "per_position"
+        self.gbce_t = config["gbce_t"] if config["gbce_t"] is not None else 0.75
 
     def item_weights(self):
         raise NotImplementedError
 
     def rec_loss(self, seq_output, pos_items):
-        """The next-item loss of representations ``[N, H]`` and their targets ``[N]`` (every model's ``L_rec``):
-        cross-entropy over all items, or (``sampled_softmax``) the target against ``n_negatives`` uniform draws from
-        the item ids 1 .. n_items - 1 per row, a draw equal to the row's target being left out."""
+        """The next-item loss of representations ``[N, H]`` and their targets ``[N]`` (every model's ``L_rec``).
+
+        ``full_softmax``: cross-entropy over all items. ``sampled_softmax``: cross-entropy of the target against
+        ``n_negatives`` uniform draws from the item ids 1 .. n_items - 1 (``negative_sampling``: per position or
+        one draw per batch), a draw equal to the row's target being left out. ``gbce``: gSASRec's generalised binary
+        cross-entropy (Petrov & Macdonald, RecSys 2023) on the same negatives, the positive's probability raised to
+        ``beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)``, ``alpha = n_negatives / (n_items - 2)`` the sampling
+        rate and ``t = gbce_t`` (0: plain BCE, 1: fully calibrated).
+        """
         weights = self.item_weights()
         if self.next_item_loss == "full_softmax":
             return self.loss_fct(seq_output @ weights.t(), pos_items)
-        negatives = torch.randint(1, self.n_items, (len(pos_items), self.n_negatives), device=pos_items.device)
         positive = (seq_output * weights[pos_items]).sum(-1, keepdim=True)
-        negative = torch.einsum("nh,nkh->nk", seq_output, weights[negatives])
-        negative = negative.masked_fill(negatives == pos_items[:, None], float("-inf"))
-        logits = torch.cat([positive, negative], dim=1)
-        return self.loss_fct(logits, torch.zeros_like(pos_items))
+        if self.negative_sampling == "per_batch":
+            negatives = torch.randint(1, self.n_items, (self.n_negatives,), device=pos_items.device)
+            negative = seq_output @ weights[negatives].t()
+            collision = negatives[None, :] == pos_items[:, None]
+        else:
+            negatives = torch.randint(1, self.n_items, (len(pos_items), self.n_negatives), device=pos_items.device)
+            negative = torch.einsum("nh,nkh->nk", seq_output, weights[negatives])
+            collision = negatives == pos_items[:, None]
+        if self.next_item_loss == "sampled_softmax":
+            logits = torch.cat([positive, negative.masked_fill(collision, float("-inf"))], dim=1)
+            return self.loss_fct(logits, torch.zeros_like(pos_items))
+        alpha = self.n_negatives / max(self.n_items - 2, 1)
+        beta = alpha * (self.gbce_t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+        # log(sigmoid(s) ** beta) = beta * logsigmoid(s); a colliding negative adds nothing
+        negative_term = F.softplus(negative).masked_fill(collision, 0.0).sum(-1)
+        return (-beta * F.logsigmoid(positive.squeeze(1)) + negative_term).mean()
 
     def calculate_loss(self, interaction):
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
