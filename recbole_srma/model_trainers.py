@@ -21,6 +21,7 @@ from recbole.utils import set_color
 from recbole_srma.errors import CheckpointError, ConfigError
 from recbole_srma.model.encoder import SASRecBackbone
 from recbole_srma.model.mclrec import META_SCHEDULES
+from recbole_srma.model.recommender import OBJECTIVE_KEYS
 from recbole_srma.model.srma import ComplementPretrainer
 from recbole_srma.trainer import (
     Trainer,
@@ -226,8 +227,11 @@ class SRMATrainer(Trainer):
             "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"],
             "learning_rate": config["learning_rate"],
             "train_batch_size": config["train_batch_size"],
-            **{k: config[k] for k in SASRecBackbone.CONFIG_KEYS},
+            **{k: config[k] for k in SASRecBackbone.CONFIG_KEYS if k != "layer_type" or config[k] != "sasrec"},
         }
+        # keys added by issue 49 count only when they are not the defaults, so caches written before them still match
+        if (config["train_objective"], config["next_item_loss"]) != ("prefixes", "full_softmax"):
+            key.update({k: config[k] for k in OBJECTIVE_KEYS})
         name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         file_name = f"{config['dataset']}-{model.complement_type}-{name}.pth"
         return key, os.path.join(config["checkpoint_dir"], "srma_complement", file_name)

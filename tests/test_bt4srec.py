@@ -130,10 +130,10 @@ def test_same_target_positive_pairs_the_batch_with_its_partners(tmp_path):
     batch = next(iter(train_data))
     model.eval()  # no dropout: the pair can be recomputed
     torch.manual_seed(5)
-    seq_output, pairs = model.encode_pairs(batch)
+    (seq_output, targets), pairs = model.encode_pairs(batch)
     torch.manual_seed(5)
     partner_seq, partner_len, _ = model.same_target.partners(batch)
-    assert len(pairs) == 1
+    assert len(pairs) == 1 and torch.equal(targets, batch[model.POS_ITEM_ID])
     torch.testing.assert_close(pairs[0][0], seq_output)
     torch.testing.assert_close(pairs[0][1], model.forward(partner_seq, partner_len), rtol=1e-5, atol=1e-5)
 

@@ -26,9 +26,12 @@ How it differs from RecBole's class, none of which changes the model or its trai
   only (RecBole computes them for ``int(mask_ratio * MAX_ITEM_LIST_LENGTH)`` slots per sequence, mostly padding);
 - a batch with no position to predict contributes a zero loss (RecBole divides 0 by 0).
 
-Deviations from the paper (RecBole's, kept for parity): training examples are RecBole's prefixes, so the last
-training item of each user is never a masked target; the first item is dropped at scoring time (above); the
-encoder's dropout defaults are RecBole's (0.2), not the paper's per-dataset settings.
+With ``train_objective: every_position`` the sample is the user's whole training sequence, its last training item
+appended to the history, and the cloze task masks any of its positions (the first included), as in the paper.
+
+Deviations from the paper (RecBole's, kept for parity): with prefix samples the last training item of each user is
+never a masked target; the first item is dropped at scoring time (above); the encoder's dropout defaults are
+RecBole's (0.2), not the paper's per-dataset settings.
 """
 
 import torch
@@ -67,7 +70,6 @@ def cloze_mask(item_seq, item_seq_len, mask_ratio, mask_token, last_only=False, 
 
 
 class PluginBERT4Rec(SequentialBackboneRecommender):
-    EVERY_POSITION = False  # its term on one sequence per user: issue 49, not yet
     HPARAMS = {
         **SequentialBackboneRecommender.HPARAMS,
         "mask_ratio": hparams.rate,
@@ -99,14 +101,16 @@ class PluginBERT4Rec(SequentialBackboneRecommender):
         """RecBole's output transform of a hidden state before it is scored against the item embeddings."""
         return self.output_ln(gelu(self.output_ffn(hidden)))
 
-    def cloze(self, item_seq, item_seq_len, generator=None):
-        """One training draw: ``(masked_seq, targets)`` (see :func:`cloze_mask`)."""
+    def cloze(self, item_seq, item_seq_len, generator=None, first_position=False):
+        """One training draw: ``(masked_seq, targets)`` (see :func:`cloze_mask`); ``first_position``: position 0
+        may be a target (every-position training; RecBole's prefixes never predict it)."""
         last_only = bool(torch.rand((), generator=generator, device=item_seq.device) < self.ft_ratio)
         masked_seq, targets = cloze_mask(
             item_seq, item_seq_len, self.mask_ratio, self.mask_token, last_only, self.max_targets, generator
         )
         # RecBole marks its padded target slots with index 0, so a target at position 0 never counts (module doc)
-        targets = targets & (torch.arange(targets.size(1), device=targets.device) > 0)
+        if not first_position:
+            targets = targets & (torch.arange(targets.size(1), device=targets.device) > 0)
         return masked_seq, targets
 
     def encode_targets(self, masked_seq, item_seq_len, targets):
@@ -124,9 +128,21 @@ class PluginBERT4Rec(SequentialBackboneRecommender):
         logits = self.head(self.encode_targets(masked_seq, item_seq_len, targets)) @ self.item_weights().t()
         return F.cross_entropy(logits + self.output_bias, labels)
 
+    @staticmethod
+    def whole_sequence(item_seq, item_seq_len, pos_items):
+        """The sample's history with its target appended (the oldest item dropped when the history already fills
+        the ``MAX_ITEM_LIST_LENGTH`` columns): ``(seq, len)``."""
+        padded = torch.cat([item_seq, item_seq.new_zeros(item_seq.size(0), 1)], dim=1)
+        padded = padded.scatter(1, item_seq_len.to(torch.long).unsqueeze(1), pos_items.unsqueeze(1))
+        full = item_seq_len >= item_seq.size(1)
+        return torch.where(full[:, None], padded[:, 1:], padded[:, :-1]), (item_seq_len + 1).clamp_max(item_seq.size(1))
+
     def calculate_loss(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        masked_seq, targets = self.cloze(item_seq, item_seq_len)
+        every_position = self.train_objective == "every_position"
+        if every_position:  # the cloze task on the user's whole training sequence, its last item included
+            item_seq, item_seq_len = self.whole_sequence(item_seq, item_seq_len, interaction[self.POS_ITEM_ID])
+        masked_seq, targets = self.cloze(item_seq, item_seq_len, first_position=every_position)
         return self.cloze_loss(item_seq, item_seq_len, masked_seq, targets)
 
     def append_mask(self, item_seq, item_seq_len):

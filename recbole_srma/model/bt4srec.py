@@ -17,6 +17,10 @@ Positives (``bt_positive``):
   sampler DuoRec uses, :mod:`recbole_srma.model.same_target`);
 - ``both``: the sum of the two terms.
 
+With ``train_objective: every_position`` a sample is a user's whole training sequence: the next-item loss covers its
+every position, the views are views of the whole sequence, and ``same_target`` pairs the sequence (its last
+position) with another user's whole sequence whose last training item is the same (a second encoder call).
+
 ``pretrain_epochs > 0``: before the usual training, :class:`~recbole_srma.model_trainers.BT4SRecTrainer` trains
 the encoder and projector for that many epochs on ``L_BT`` alone (:meth:`BT4SRec.pretrain_loss`, no next-item loss),
 then training continues on ``L_rec + alpha * L_BT`` (``alpha: 0`` makes it fine-tuning with CE only). A buffer
@@ -44,7 +48,6 @@ POSITIVES = ("augment", "same_target", "both")
 
 
 class BT4SRec(SequentialBackboneRecommender):
-    EVERY_POSITION = False  # its term on one sequence per user: issue 49, not yet
     HPARAMS = {
         **SequentialBackboneRecommender.HPARAMS,
         "alpha": hparams.non_negative,
@@ -85,23 +88,22 @@ class BT4SRec(SequentialBackboneRecommender):
         self.register_buffer("pretrained", torch.tensor(False))
 
     def encode_pairs(self, interaction):
-        """The batch's representation and the positive pairs of the Barlow Twins term, from one encoder call:
-        ``(seq_output, [(z_a, z_b), ...])``."""
+        """The next-item loss's ``(hidden, targets)`` and the positive pairs of the Barlow Twins term:
+        ``((hidden, targets), [(z_a, z_b), ...])`` (one encoder call with prefix samples, two on every position)."""
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        seqs, lens = [item_seq], [item_seq_len]
+        extra = []
         if self.bt_positive in ("augment", "both"):
-            for seq, length in self.data_augmentation.views(item_seq, item_seq_len, n_views=2):
-                seqs.append(seq), lens.append(length)
+            extra += self.data_augmentation.views(item_seq, item_seq_len, n_views=2)
         if self.same_target is not None:
             partner_seq, partner_len, _ = self.same_target.partners(interaction)
-            seqs.append(partner_seq), lens.append(partner_len)
-        hidden = self.forward(torch.cat(seqs), torch.cat(lens)).chunk(len(seqs))
+            extra.append((partner_seq, partner_len))
+        next_item, seq_output, others = self.next_item_and_extra(interaction, extra)
         pairs = []
         if self.bt_positive in ("augment", "both"):
-            pairs.append((hidden[1], hidden[2]))
+            pairs.append((others[0], others[1]))
         if self.same_target is not None:
-            pairs.append((hidden[0], hidden[-1]))
-        return hidden[0], pairs
+            pairs.append((seq_output, others[-1]))
+        return next_item, pairs
 
     def bt_loss(self, pairs):
         """Sum of the Barlow Twins losses of the projected pairs; 0 for batches of one sequence (no batch
@@ -114,12 +116,10 @@ class BT4SRec(SequentialBackboneRecommender):
 
     def calculate_loss(self, interaction):
         if self.alpha == 0:  # CE only (e.g. fine-tuning after pre-training): no views to encode
-            seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-            rec_loss = self.rec_loss(seq_output, interaction[self.POS_ITEM_ID])
+            rec_loss = self.rec_loss(*self.next_item_and_extra(interaction)[0])
             return rec_loss, torch.zeros_like(rec_loss)
-        seq_output, pairs = self.encode_pairs(interaction)
-        rec_loss = self.rec_loss(seq_output, interaction[self.POS_ITEM_ID])
-        return rec_loss, self.alpha * self.bt_loss(pairs)
+        next_item, pairs = self.encode_pairs(interaction)
+        return self.rec_loss(*next_item), self.alpha * self.bt_loss(pairs)
 
     def pretrain_loss(self, interaction):
         """``L_BT`` alone (the pre-training stage's objective)."""

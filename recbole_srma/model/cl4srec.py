@@ -64,19 +64,32 @@ class CL4SRec(SequentialBackboneRecommender):
         seq_output, z1, z2 = hidden.chunk(3)
         return seq_output, z1, z2, views[0]
 
-    def encode_stacked(self, item_seq, item_seq_len):
-        """Representations of ``[original; view 1; view 2]`` stacked along the batch (a hook for SRMA)."""
+    def encode_stacked(self, item_seq, item_seq_len, with_original=True):
+        """Representations of ``[original; view 1; view 2]`` (``[view 1; view 2]`` without the original) stacked
+        along the batch (a hook for SRMA)."""
         return self.forward(item_seq, item_seq_len)
 
-    def calculate_loss(self, interaction):
-        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        if self.train_objective == "every_position":
-            # one sequence per user: the next-item loss at its every position, InfoNCE between two views of it
+    def next_item_and_views(self, item_seq, item_seq_len, pos_items, views=None):
+        """What every loss of the CL4SRec family reads, for either ``train_objective``:
+        ``((hidden, targets), z1, z2, (seq1, len1))``, the next-item loss's representations and targets and the two
+        views' representations. ``prefixes``: one encoder pass of the batch and its views, the last position against
+        the sample's target. ``every_position``: every real position against its next item, then the views of the
+        whole sequence in a second pass."""
+        if self.train_objective != "every_position":
+            seq_output, z1, z2, view1 = self.encode_with_views(item_seq, item_seq_len, views)
+            return (seq_output, pos_items), z1, z2, view1
+        if views is None:
             views = self.data_augmentation.views(item_seq, item_seq_len, n_views=2)
-            rec_loss = self.rec_loss(*self.every_position(item_seq, item_seq_len, interaction[self.POS_ITEM_ID]))
-            z1, z2 = self.forward(torch.cat([s for s, _ in views]), torch.cat([n for _, n in views])).chunk(2)
-        else:
-            seq_output, z1, z2, _ = self.encode_with_views(item_seq, item_seq_len)
-            rec_loss = self.rec_loss(seq_output, interaction[self.POS_ITEM_ID])
+        next_item = self.every_position(item_seq, item_seq_len, pos_items)
+        stacked = self.encode_stacked(
+            torch.cat([seq for seq, _ in views]), torch.cat([n for _, n in views]), with_original=False
+        )
+        z1, z2 = stacked.chunk(2)
+        return next_item, z1, z2, views[0]
+
+    def calculate_loss(self, interaction):
+        next_item, z1, z2, _ = self.next_item_and_views(
+            interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.POS_ITEM_ID]
+        )
         cl_loss = info_nce(z1, z2, temperature=self.tau, similarity=self.sim)
-        return rec_loss, self.cl_lambda * cl_loss
+        return self.rec_loss(*next_item), self.cl_lambda * cl_loss

@@ -41,7 +41,6 @@ def _threshold(value):
 
 
 class CoSeRec(CL4SRec):
-    EVERY_POSITION = False  # its term on one sequence per user: issue 49, not yet
     HPARAMS = {
         **CL4SRec.HPARAMS,
         "insert_rate": hparams.rate,

@@ -17,9 +17,17 @@ same_target_pair            supervised only: ``sem_lambda * InfoNCE(first pass, 
 both_pairs                  both: the ``dropout_pair`` term plus the ``same_target_pair`` term (``us``)
 =========================== ============================================================================
 
-each added to the full-softmax next-item loss of the first pass. All passes of a batch go through the encoder in
-one call. ``false_negative_masking: True`` removes sequences with the same target from each other's negatives
-(off by default, as in the paper and its code, where same-target sequences of a batch stay negatives).
+each added to the next-item loss of the first pass. All passes of a batch go through the encoder in one call.
+
+With ``train_objective: every_position`` a sample is a user's whole training sequence and its target the user's
+last training item: the next-item loss covers every position of the first pass, the contrasted representation is
+the sequence's last position (as with prefixes), its dropout view is the whole sequence encoded again, and its
+same-target partner is another user's whole sequence with the same last training item (the partner's target is
+the sample's, as with prefixes; fewer sequences share one, so more rows fall back to themselves: docs/models.md).
+The extra passes then take a second encoder call.
+
+``false_negative_masking: True`` removes sequences with the same target from each other's negatives (off by
+default, as in the paper and its code, where same-target sequences of a batch stay negatives).
 
 The same-target partners come from :class:`~recbole_srma.model.same_target.SameTargetSampler` (shared with
 BT4SRec): an index built from RecBole's training data with a stable sort by target, checked against every batch and
@@ -29,8 +37,6 @@ Deviations from the official code: the partner is drawn uniformly among the *oth
 (the code precomputes one partner list per epoch from its own cache file, which is not keyed by the data and goes
 stale when the data change); the next-item loss is the package's full softmax (the paper's too).
 """
-
-import torch
 
 from recbole_srma import hparams
 from recbole_srma.model.losses import SIMILARITIES, info_nce
@@ -44,7 +50,6 @@ _SAME_TARGET = ("dropout_view_vs_same_target", "same_target_pair", "both_pairs")
 
 
 class DuoRec(SequentialBackboneRecommender):
-    EVERY_POSITION = False  # its term on one sequence per user: issue 49, not yet
     HPARAMS = {
         **SequentialBackboneRecommender.HPARAMS,
         "contrast": hparams.one_of(*CONTRASTS),
@@ -72,18 +77,17 @@ class DuoRec(SequentialBackboneRecommender):
         return self.same_target.partners(interaction)
 
     def calculate_loss(self, interaction):
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         target = interaction[self.POS_ITEM_ID]
-        seqs, lens = [item_seq], [item_seq_len]
+        extra = []
         if self.contrast in _SECOND_PASS:
-            seqs.append(item_seq), lens.append(item_seq_len)
+            extra.append((item_seq, item_seq_len))
         if self.contrast in _SAME_TARGET:
             partner_seq, partner_len, _ = self.same_target_partners(interaction)
-            seqs.append(partner_seq), lens.append(partner_len)
-        hidden = self.forward(torch.cat(seqs), torch.cat(lens)).chunk(len(seqs))
-        seq_output = hidden[0]
-        rec_loss = self.rec_loss(seq_output, target)
+            extra.append((partner_seq, partner_len))
+        next_item, seq_output, others = self.next_item_and_extra(interaction, extra)
+        hidden = [seq_output, *others]
+        rec_loss = self.rec_loss(*next_item)
 
         mask = (target[:, None] == target[None, :]) if self.false_negative_masking else None
         args = {"temperature": self.tau, "similarity": self.sim, "false_negative_mask": mask}

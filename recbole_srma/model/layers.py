@@ -62,9 +62,13 @@ class GRUEncoder(nn.Module):
         self.dense = nn.Linear(hidden_size, hidden_size)
         nn.init.normal_(self.item_embedding.weight, std=initializer_range)
 
-    def forward(self, item_seq, item_seq_len):
+    def encode(self, item_seq):
+        """The state after every position, ``[B, L, H]`` (causal: position t reads items 0 .. t)."""
         output, _ = self.gru(self.dropout(self.item_embedding(item_seq)))
-        output = self.dense(output)
+        return self.dense(output)
+
+    def forward(self, item_seq, item_seq_len):
+        output = self.encode(item_seq)
         index = (item_seq_len - 1).view(-1, 1, 1).expand(-1, 1, output.size(-1))
         return output.gather(1, index).squeeze(1)
 

@@ -61,7 +61,6 @@ META_SCHEDULES = {
 
 
 class MCLRec(CL4SRec):
-    EVERY_POSITION = False  # its term on one sequence per user: issue 49, not yet
     HPARAMS = {
         **CL4SRec.HPARAMS,
         "cl2_beta": hparams.non_negative,
@@ -125,10 +124,10 @@ class MCLRec(CL4SRec):
 
     def encoder_loss(self, interaction, views=None):
         """The encoder phase's (and the joint) objective as its weighted terms, ``LOSS_TERMS``."""
-        seq_output, h1, h2, _ = self.encode_with_views(
-            interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], views
+        next_item, h1, h2, _ = self.next_item_and_views(
+            interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.POS_ITEM_ID], views
         )
-        rec_loss = self.rec_loss(seq_output, interaction[self.POS_ITEM_ID])
+        rec_loss = self.rec_loss(*next_item)
         cl1 = info_nce(h1, h2, temperature=self.tau, similarity=self.sim)
         cl2, reg = self.meta_terms(h1, h2)
         return rec_loss, self.cl_lambda * cl1, self.cl2_beta * cl2, self.cl2_beta * self.reg_gamma * reg

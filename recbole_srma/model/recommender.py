@@ -32,6 +32,9 @@ NEXT_ITEM_LOSSES = ("full_softmax", "sampled_softmax", "gbce")
 #: product instead of a gather of ``[N, n_negatives, H]`` embeddings: cheaper on a CPU, more correlated noise).
 NEGATIVE_SAMPLING = ("per_position", "per_batch")
 
+#: the keys of the next-item objective (properties/backbone.yaml)
+OBJECTIVE_KEYS = ("train_objective", "next_item_loss", "n_negatives", "negative_sampling", "gbce_t")
+
 BACKBONE_HPARAMS = {
     "hidden_size": hparams.positive_int,
     "n_layers": hparams.positive_int,
@@ -51,6 +54,13 @@ BACKBONE_HPARAMS = {
     "negative_sampling": hparams.one_of(*NEGATIVE_SAMPLING),
     "gbce_t": hparams.rate,
 }
+
+
+def next_item_targets(item_seq, item_seq_len, pos_items):
+    """``[B, L]``: the target of every position, the next item of the sequence (the sample's target at its last real
+    position; whatever after it, which no loss reads)."""
+    targets = torch.cat([item_seq[:, 1:], item_seq[:, :1]], dim=1)
+    return targets.scatter(1, (item_seq_len - 1).unsqueeze(1), pos_items.unsqueeze(1))
 
 
 class NextItemRecommender(SequentialRecommender):
@@ -170,13 +180,32 @@ class SequentialBackboneRecommender(NextItemRecommender):
     def every_position(self, item_seq, item_seq_len, pos_items):
         """The hidden state of every real position, ``[N, H]`` (sequence by sequence, as ``item_seq[real]`` orders
         them), and its target, ``[N]``: the next item of the sequence, the sample's target at the last position."""
-        targets = torch.cat([item_seq[:, 1:], item_seq[:, :1]], dim=1)
-        targets = targets.scatter(1, (item_seq_len - 1).unsqueeze(1), pos_items.unsqueeze(1))
+        targets = next_item_targets(item_seq, item_seq_len, pos_items)
         if self.backbone.fast_path:
             hidden, layout = self.backbone.encode_packed(item_seq, item_seq_len)
             return hidden, targets[:, : layout.max_len].flatten()[layout.index]
         real = torch.arange(item_seq.size(1), device=item_seq.device)[None, :] < item_seq_len[:, None]
         return self.backbone.encode(item_seq)[real], targets[real]
+
+    def next_item_and_extra(self, interaction, extra=()):
+        """The next-item loss's ``(hidden, targets)`` for the configured ``train_objective``, the representation of
+        each sample's whole sequence (its last position) and those of ``extra`` sequences (``[(seq, len), ...]``,
+        each as long as the batch: views, partners), in as few encoder calls as the objective allows (one for
+        prefixes; for every position, one for the sequence and one for the extras)."""
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        pos_items = interaction[self.POS_ITEM_ID]
+        extra = list(extra)
+        if self.train_objective != "every_position":
+            hidden = self.forward(
+                torch.cat([item_seq] + [s for s, _ in extra]), torch.cat([item_seq_len] + [n for _, n in extra])
+            ).chunk(1 + len(extra))
+            return (hidden[0], pos_items), hidden[0], list(hidden[1:])
+        hidden, targets = self.every_position(item_seq, item_seq_len, pos_items)
+        last = hidden[item_seq_len.clamp(1, item_seq.size(1)).cumsum(0) - 1]
+        others = []
+        if extra:
+            others = self.forward(torch.cat([s for s, _ in extra]), torch.cat([n for _, n in extra])).chunk(len(extra))
+        return (hidden, targets), last, list(others)
 
     def calculate_loss(self, interaction):
         if self.train_objective == "prefixes":

@@ -38,13 +38,17 @@ CACHE_FORMAT = "recbole_srma/item_cf_iuf/1"
 def training_pairs(dataset, item_seq_field, uid_field, iid_field):
     """(users, items) of every training interaction of a RecBole sequential training dataset.
 
-    Each row is (history, target); the targets are every training item but each user's first, which is the first
-    history item of that user's earliest row. The union covers each user's training items exactly.
+    Each row is (history, target); a user's items are the union of the histories and targets of its rows, which
+    covers its training items whether the rows are RecBole's prefixes or one whole sequence per user
+    (``train_objective: every_position``; there, items older than ``MAX_ITEM_LIST_LENGTH`` are not in the row).
+    Pairs may repeat; :func:`item_cf_iuf` counts each user's items as a set.
     """
     feat = dataset.inter_feat
     users = feat[uid_field].numpy()
-    first = feat[item_seq_field][:, 0].numpy()
-    return np.concatenate([users, users]), np.concatenate([feat[iid_field].numpy(), first])
+    seqs = feat[item_seq_field].numpy()
+    real = seqs > 0
+    history_users = np.broadcast_to(users[:, None], seqs.shape)[real]
+    return np.concatenate([users, history_users]), np.concatenate([feat[iid_field].numpy(), seqs[real]])
 
 
 def item_cf_iuf(users, items, n_users, n_items):

@@ -42,11 +42,10 @@ from recbole_srma.model.layers import (
     sample_kept_layers,
 )
 from recbole_srma.model.losses import info_nce
-from recbole_srma.model.recommender import NextItemRecommender
+from recbole_srma.model.recommender import NextItemRecommender, next_item_targets
 
 
 class SRMA(CL4SRec):
-    EVERY_POSITION = False  # its term on one sequence per user: issue 49, not yet
     HPARAMS = {
         **CL4SRec.HPARAMS,
         "neuron_mask_p": hparams.rate,
@@ -125,16 +124,22 @@ class SRMA(CL4SRec):
     def forward(self, item_seq, item_seq_len):
         return self.layer_drop(self.backbone(item_seq, item_seq_len))
 
-    def encode_stacked(self, item_seq, item_seq_len):
-        """``[original; view 1; view 2]`` through the encoder, then the layer-dropping stack: the original rows run
-        all K blocks (as in evaluation), each view keeps K - M of them."""
+    def encode_stacked(self, item_seq, item_seq_len, with_original=True):
+        """``[original; view 1; view 2]`` (or the two views alone) through the encoder, then the layer-dropping
+        stack: the original rows run all K blocks (as in evaluation), each view keeps K - M of them."""
         hidden = self.backbone(item_seq, item_seq_len)
         if not len(self.layer_drop):
             return hidden
         K = len(self.layer_drop)
-        per_view = sample_kept_layers(2, K, self.layer_drop_M, shared=self.layer_drop_shared, device=hidden.device)
-        keep = torch.cat([torch.ones(1, K, dtype=torch.bool, device=hidden.device), per_view])
-        return self.layer_drop(hidden, keep.repeat_interleave(item_seq.size(0) // 3, dim=0))
+        keep = sample_kept_layers(2, K, self.layer_drop_M, shared=self.layer_drop_shared, device=hidden.device)
+        if with_original:
+            keep = torch.cat([torch.ones(1, K, dtype=torch.bool, device=hidden.device), keep])
+        return self.layer_drop(hidden, keep.repeat_interleave(item_seq.size(0) // len(keep), dim=0))
+
+    def every_position(self, item_seq, item_seq_len, pos_items):
+        # the layer-dropping blocks are position-wise: all K of them at every position, as in evaluation
+        hidden, targets = super().every_position(item_seq, item_seq_len, pos_items)
+        return self.layer_drop(hidden), targets
 
     def _complement_embedding(self, item_seq, item_seq_len):
         if not bool(self.complement_ready):
@@ -148,8 +153,10 @@ class SRMA(CL4SRec):
     def calculate_loss(self, interaction):
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        seq_output, z1, z2, (seq1, len1) = self.encode_with_views(item_seq, item_seq_len)
-        rec_loss = self.rec_loss(seq_output, interaction[self.POS_ITEM_ID])
+        next_item, z1, z2, (seq1, len1) = self.next_item_and_views(
+            item_seq, item_seq_len, interaction[self.POS_ITEM_ID]
+        )
+        rec_loss = self.rec_loss(*next_item)
         cl_args = {"temperature": self.tau, "similarity": self.sim}
         if self.complement is None or self.complement_gamma == 0:
             cl_loss = info_nce(z1, z2, **cl_args)
@@ -171,9 +178,19 @@ class ComplementPretrainer(NextItemRecommender):
     def __init__(self, config, dataset, encoder):
         super().__init__(config, dataset)
         self.encoder = encoder
+        self.train_objective = config["train_objective"] or "prefixes"
 
     def forward(self, item_seq, item_seq_len):
         return self.encoder(item_seq, item_seq_len)
+
+    def calculate_loss(self, interaction):
+        if self.train_objective != "every_position":
+            return super().calculate_loss(interaction)
+        # the main run's objective: the next-item loss at every real position (the padded computation)
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        targets = next_item_targets(item_seq, item_seq_len, interaction[self.POS_ITEM_ID])
+        real = torch.arange(item_seq.size(1), device=item_seq.device)[None, :] < item_seq_len[:, None]
+        return self.rec_loss(self.encoder.encode(item_seq)[real], targets[real])
 
     def item_weights(self):
         return self.encoder.item_embedding.weight[: self.n_items]

@@ -1,0 +1,142 @@
+"""Issue 49's recipe pieces: gBCE and per-batch negatives, LiGR layers, and the two evaluation switches."""
+
+import pytest
+import torch
+from tiny import build, tiny_config
+
+from recbole_srma import PROPERTIES_DIR
+from recbole_srma.config import Config, protocol_settings
+from recbole_srma.quick_start import run_recbole_srma
+
+FAST = {"hidden_size": 16, "inner_size": 32}
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0}
+BENCHMARK = str(PROPERTIES_DIR / "protocol" / "transformer-benchmark.yaml")
+
+
+def test_per_batch_negatives_are_one_draw_shared_by_every_row(tmp_path):
+    _, model, *_ = build("PluginSASRec", tmp_path, next_item_loss="sampled_softmax", n_negatives=6,
+                         negative_sampling="per_batch", **FAST)
+    hidden, targets = torch.randn(32, 16), torch.randint(1, model.n_items, (32,))
+    torch.manual_seed(1)
+    loss = model.rec_loss(hidden, targets)
+    torch.manual_seed(1)
+    negatives = torch.randint(1, model.n_items, (6,))
+    weights = model.item_weights()
+    positive = (hidden * weights[targets]).sum(-1)
+    negative = (hidden @ weights[negatives].t()).masked_fill(negatives[None, :] == targets[:, None], -1e30)
+    expected = (torch.logsumexp(torch.cat([positive[:, None], negative], 1), 1) - positive).mean()
+    torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.75, 1.0])
+def test_gbce_is_gsasrecs_generalised_binary_cross_entropy(tmp_path, t):
+    _, model, *_ = build("PluginSASRec", tmp_path, next_item_loss="gbce", n_negatives=5, gbce_t=t, **FAST)
+    hidden, targets = torch.randn(16, 16), torch.randint(1, model.n_items, (16,))
+    torch.manual_seed(2)
+    loss = model.rec_loss(hidden, targets)
+    torch.manual_seed(2)
+    negatives = torch.randint(1, model.n_items, (16, 5))
+    weights = model.item_weights()
+    positive = (hidden * weights[targets]).sum(-1)
+    negative = torch.einsum("nh,nkh->nk", hidden, weights[negatives])
+    alpha = 5 / (model.n_items - 2)
+    beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)  # t = 0: beta = 1, plain BCE
+    keep = (negatives != targets[:, None]).float()
+    expected = (-torch.log(torch.sigmoid(positive) ** beta) - (torch.log(1 - torch.sigmoid(negative)) * keep).sum(1))
+    torch.testing.assert_close(loss, expected.mean(), rtol=1e-4, atol=1e-5)
+    assert (beta == 1.0) == (t == 0.0)
+
+
+@pytest.mark.parametrize("layers", [{"n_layers": 1, "n_heads": 1}, {"n_layers": 2, "n_heads": 2}])
+@pytest.mark.parametrize("layer_type", ["sasrec", "ligr"])
+def test_fast_path_equals_padded_path_for_each_layer_type_and_one_block_one_head(tmp_path, layer_type, layers):
+    results = []
+    for fast_path in (True, False):
+        _, model, train_data, *_ = build("PluginSASRec", tmp_path, layer_type=layer_type, fast_path=fast_path,
+                                         train_objective="every_position", **layers, **FAST, **NO_DROPOUT)
+        batch = next(iter(train_data))
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        with torch.no_grad():
+            scores = model.full_sort_predict(batch)
+        results.append((loss.detach(), grads, scores))
+    (loss_a, grads_a, scores_a), (loss_b, grads_b, scores_b) = results
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(scores_a, scores_b, rtol=1e-4, atol=1e-5)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_b:
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_ligr_layers_are_pre_norm_gated_blocks_not_sasrecs(tmp_path):
+    _, sasrec, *_ = build("PluginSASRec", tmp_path, **FAST)
+    _, ligr, *_ = build("PluginSASRec", tmp_path, layer_type="ligr", **FAST)
+    block = ligr.backbone.trm_encoder.layer[0]
+    assert type(block).__name__ == "LiGRLayer" and type(sasrec.backbone.trm_encoder.layer[0]).__name__ != "LiGRLayer"
+    assert block.feed_forward.gate.out_features == 32  # inner_size: the feed-forward multiplier times hidden_size
+    hidden = torch.randn(3, 5, 16)
+    with torch.no_grad():  # closed gates: the block is the identity (the gated residual's point)
+        for gate in (block.attention_gate, block.feed_forward_gate):
+            gate.weight.zero_(), gate.bias.fill_(-1e4)
+        block.eval()
+        mask = torch.ones(5, 5, dtype=torch.bool).tril()[None, None]
+        torch.testing.assert_close(block(hidden, mask), hidden)
+
+
+def _loaders(tmp_path, **settings):
+    return build("PluginSASRec", tmp_path, **FAST, **settings)
+
+
+def test_exclude_history_items_never_ranks_an_earlier_item_and_is_off_by_default(tmp_path):
+    from recbole_srma.trainer import Trainer
+
+    config, model, _, _, test_data = _loaders(tmp_path, exclude_history_items=True)
+    default_config, *_ = _loaders(tmp_path)
+    assert default_config["exclude_history_items"] is False
+    batch = next(iter(test_data))
+    interaction = batch[0]
+    model.eval()  # evaluate() scores in eval mode: no dropout
+    masked, plain = [], []
+    for settings, out in ((config, masked), (default_config, plain)):
+        trainer = Trainer(settings, model)
+        trainer.tot_item_num = test_data._dataset.item_num  # what evaluate() sets before scoring
+        with torch.no_grad():
+            out.append(trainer._full_sort_batch_eval(batch)[1])
+    masked, plain = masked[0], plain[0]
+    history = interaction[model.ITEM_SEQ]
+    assert torch.isinf(masked.gather(1, history)).all()
+    assert torch.isfinite(plain.gather(1, history)[history > 0]).all()
+    outside = torch.ones_like(masked, dtype=torch.bool).scatter(1, history, False)
+    assert torch.equal(masked[outside], plain[outside])  # nothing else changes
+
+
+def test_train_on_validation_item_adds_each_users_validation_item_as_a_training_target(tmp_path):
+    config, model, train, valid, *_ = _loaders(tmp_path)
+    _, _, with_valid, *_ = _loaders(tmp_path, train_on_validation_item=True)
+    uid, target = config["USER_ID_FIELD"], model.POS_ITEM_ID
+    plain, extended, validation = (d._dataset.inter_feat for d in (train, with_valid, valid))
+    assert len(extended) == len(plain) + len(validation)
+    _, _, per_user, *_ = _loaders(tmp_path, train_on_validation_item=True, train_objective="every_position")
+    ours = per_user._dataset.inter_feat
+    assert len(ours) == len(validation[uid].unique())
+    order = torch.argsort(ours[uid])
+    torch.testing.assert_close(ours[target][order], validation[target][torch.argsort(validation[uid])])
+
+
+def test_records_name_a_switch_only_when_it_is_on(tmp_path):
+    plain = Config("PluginSASRec", config_dict=tiny_config(tmp_path))
+    switched = Config("PluginSASRec", config_dict=tiny_config(tmp_path, exclude_history_items=True))
+    assert "exclude_history_items" not in protocol_settings(plain)
+    assert protocol_settings(switched)["exclude_history_items"] is True
+
+
+def test_the_benchmark_protocol_file_runs_and_says_so(tmp_path):
+    config = tiny_config(tmp_path, epochs=2)
+    for key in ("hidden_size", "inner_size"):
+        config.pop(key)  # the protocol file's
+    result = run_recbole_srma(model="PluginSASRec", config_file_list=[BENCHMARK], config_dict=config)
+    assert 0 < result["test_result"]["ndcg@10"] <= 1
+    settings = Config("PluginSASRec", config_file_list=[BENCHMARK], config_dict=config)
+    assert settings["train_objective"] == "every_position" and settings["n_layers"] == 1
+    assert protocol_settings(settings)["exclude_history_items"] is True
