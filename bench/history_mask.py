@@ -1,5 +1,7 @@
-"""Test metrics of a checkpoint under RecBole's convention (every item ranked, the user's earlier ones too) and the
-Salesforce code's behind the SRMA paper (the user's whole history masked: a repeated test item never hits)."""
+"""Test metrics of a checkpoint under RecBole's convention (every item ranked, the user's earlier ones too) and with
+``exclude_history_items`` (the user's whole history masked, as the Salesforce code behind the SRMA paper and RecTools'
+filter_viewed do: a repeated test item never hits), split by whether the test item repeats an earlier one. The
+masking is the trainer's own (recbole_srma.trainer.mask_history)."""
 
 from pathlib import Path
 
@@ -9,21 +11,9 @@ import torch
 from recbole.evaluator.metrics import NDCG, Hit
 
 from recbole_srma import load_data_and_model
+from recbole_srma.trainer import mask_history
 
 KS = (5, 10, 20)
-
-
-def user_histories(dataset, item_seq_field, item_seq_len_field):
-    """Per user id: (test item, array of every earlier item). After RecBole's sequential build the dataset holds one
-    row per target item (all but each user's first, the prefix of their first row), in time order per user."""
-    fields = (dataset.uid_field, dataset.iid_field, item_seq_field, item_seq_len_field)
-    order = np.argsort(dataset.inter_feat[dataset.uid_field].numpy(), kind="stable")  # keeps the time order per user
-    uids, iids, seqs, lens = (dataset.inter_feat[field].numpy()[order] for field in fields)
-    starts = np.flatnonzero(np.r_[True, uids[1:] != uids[:-1]])
-    ends = np.r_[starts[1:], len(uids)]
-    return {
-        int(uids[s]): (int(iids[e - 1]), np.r_[seqs[s, : lens[s]], iids[s : e - 1]]) for s, e in zip(starts, ends)
-    }
 
 
 def _per_user(metrics, scores, target):
@@ -37,7 +27,8 @@ def _per_user(metrics, scores, target):
 @torch.no_grad()
 def evaluate(model, dataset, test_data, config):
     metrics = {"hit": Hit(config), "ndcg": NDCG(config)}
-    histories = user_histories(dataset, model.ITEM_SEQ, model.ITEM_SEQ_LEN)
+    history = test_data._dataset.history_items  # the user's items before the test item
+    indptr, items = history
     per, repeat = {"recbole": [], "masked": []}, []
     for interaction, history_index, positive_u, positive_i in test_data:
         interaction = interaction.to(config["device"])
@@ -47,18 +38,11 @@ def evaluate(model, dataset, test_data, config):
             scores[history_index] = -torch.inf
         target = torch.full((scores.size(0),), -1, dtype=torch.long)
         target[positive_u.cpu()] = positive_i.cpu()
-        history = torch.zeros_like(scores, dtype=torch.bool)
-        for row, user in enumerate(interaction[dataset.uid_field].cpu().numpy()):
-            last, earlier = histories[int(user)]
-            if int(target[row]) != last:
-                raise SystemExit(
-                    f"error: user {user}'s test item is {int(target[row])}, not their last item {last}; this "
-                    "script assumes RecBole's leave-one-out split of a sequential dataset (eval_args split LS)"
-                )
-            history[row, torch.from_numpy(earlier).to(scores.device)] = True
-            repeat.append(bool((earlier == last).any()))
+        users = interaction[dataset.uid_field].cpu()
+        for user, item in zip(users.tolist(), target.tolist()):
+            repeat.append(bool((items[indptr[user] : indptr[user + 1]] == item).any()))
         per["recbole"].append(_per_user(metrics, scores, target))
-        per["masked"].append(_per_user(metrics, scores.masked_fill(history, -torch.inf), target))
+        per["masked"].append(_per_user(metrics, mask_history(scores.clone(), users, history), target))
     merged = {conv: {m: torch.cat([b[m] for b in batches]) for m in batches[0]} for conv, batches in per.items()}
     return merged, torch.tensor(repeat)
 
@@ -73,7 +57,8 @@ def main(argv=None):
         parser.error(f"no checkpoint at {args.checkpoint}; pass a .pth file written by a training run")
     if args.threads:
         torch.set_num_threads(args.threads)
-    config, model, dataset, _, _, test_data = load_data_and_model(str(args.checkpoint))
+    # the switch only attaches the histories here: the RecBole column is scored without it
+    config, model, dataset, _, _, test_data = load_data_and_model(str(args.checkpoint), {"exclude_history_items": True})
     per_user, repeat = evaluate(model, dataset, test_data, config)
     summary = {"checkpoint": str(args.checkpoint), "model": config["model"], "dataset": config["dataset"],
                "users": int(len(repeat)), "users_target_in_history": int(repeat.sum())}

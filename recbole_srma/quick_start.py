@@ -66,6 +66,7 @@ def _floats(result):
 def split_loaders(config, dataset):
     """RecBole's train / valid / test loaders, with the training samples the config asks for.
 
+    ``exclude_history_items``: the evaluation datasets get each user's history (:func:`attach_histories`).
     ``train_objective: every_position``: one sample per user, the last of RecBole's prefix samples, whose history is
     the user's whole training sequence (as far as ``MAX_ITEM_LIST_LENGTH`` reaches) and whose target is its last
     training item. ``train_on_validation_item: True``: the validation samples are training samples too (each
@@ -74,6 +75,8 @@ def split_loaders(config, dataset):
     Validation and test loaders are RecBole's, untouched; so are the dataset's stored interactions (the training
     loader gets a copy)."""
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    if config["exclude_history_items"]:
+        attach_histories(config, dataset, valid_data, test_data)
     every_position = config["train_objective"] == "every_position"
     with_validation = bool(config["train_on_validation_item"])
     if not every_position and not with_validation:
@@ -99,6 +102,35 @@ def split_loaders(config, dataset):
         feat = feat[torch.from_numpy(np.sort(last))]
     loader = type(train_data)(config, train.copy(feat), train_data._sampler, shuffle=train_data.shuffle)
     return loader, valid_data, test_data
+
+
+def attach_histories(config, dataset, valid_data, test_data):
+    """For ``exclude_history_items``: each user's items before its validation and before its test item (the whole
+    history, not only the ``MAX_ITEM_LIST_LENGTH`` the model reads), as ``history_items = (indptr, items)`` over user
+    ids on the two evaluation datasets (the trainer masks them). Needs the leave-one-out split."""
+    split = (config["eval_args"] or {}).get("split")
+    if split != {"LS": "valid_and_test"}:
+        raise ConfigError(
+            f"exclude_history_items needs the leave-one-out split (eval_args split {{'LS': 'valid_and_test'}}, the "
+            f"protocol's), not {split}; set exclude_history_items: False"
+        )
+    feat = dataset.inter_feat  # after RecBole's build: one row per target item, in time order per user
+    users = feat[dataset.uid_field].numpy()
+    order = np.argsort(users, kind="stable")
+    users, targets = users[order], feat[dataset.iid_field].numpy()[order]
+    first_items = feat[config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]].numpy()[order, 0]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    # a user's items: the history's first item of its earliest row, then every target
+    items = np.insert(targets, starts, first_items[starts])
+    per_user = np.bincount(users, minlength=dataset.user_num) + np.bincount(users[starts], minlength=dataset.user_num)
+    indptr = np.r_[0, np.cumsum(per_user)]
+    for loader, held_out in ((valid_data, 2), (test_data, 1)):
+        keep = np.clip(per_user - held_out, 0, None)  # the items before the evaluated one
+        positions = np.concatenate([np.arange(indptr[u], indptr[u] + keep[u]) for u in np.flatnonzero(keep)] or [[]])
+        history_ptr = np.r_[0, np.cumsum(keep)]
+        loader._dataset.history_items = (
+            torch.from_numpy(history_ptr.astype(np.int64)), torch.from_numpy(items[positions.astype(np.int64)])
+        )
 
 
 def _build(config, logger, prepared=False):
@@ -372,16 +404,19 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     }
 
 
-def load_data_and_model(model_file):
+def load_data_and_model(model_file, overrides=None):
     """Rebuild config, model and data from a plugin checkpoint (loaded with ``weights_only=True``).
 
     Returns ``(config, model, dataset, train_data, valid_data, test_data)`` like RecBole's function of the same
-    name; the model holds the checkpoint's weights and is in eval mode.
+    name; the model holds the checkpoint's weights and is in eval mode. ``overrides`` replace settings of the stored
+    configuration (e.g. ``{"exclude_history_items": True}`` to evaluate under another protocol).
     """
     checkpoint = load_checkpoint(model_file)
     saved = checkpoint["config"]
     try:
-        config = Config(model=checkpoint["model"], dataset=checkpoint["dataset"], config_dict=dict(saved))
+        config = Config(
+            model=checkpoint["model"], dataset=checkpoint["dataset"], config_dict={**saved, **(overrides or {})}
+        )
     except Exception as err:
         raise CheckpointError(f"cannot rebuild the configuration stored in {model_file}: {err}") from err
     init_seed(config["seed"], config["reproducibility"])

@@ -148,6 +148,19 @@ def load_model_state(model, state_dict, source):
     model.load_state_dict(state_dict)
 
 
+def mask_history(scores, users, history):
+    """Set ``scores[row, item] = -inf`` for every item in the history of the row's user (``exclude_history_items``);
+    ``history`` is ``(indptr, items)`` over user ids (:func:`recbole_srma.quick_start.attach_histories`)."""
+    indptr, items = history
+    users = users.cpu()
+    starts, counts = indptr[users], indptr[users + 1] - indptr[users]
+    rows = torch.repeat_interleave(torch.arange(len(users)), counts)
+    offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    columns = items[torch.repeat_interleave(starts, counts) + offsets]
+    scores[rows.to(scores.device), columns.to(scores.device)] = -np.inf
+    return scores
+
+
 class SafeCheckpointMixin:
     """Checkpoint hooks for any RecBole trainer class (see the module docstring)."""
 
@@ -310,22 +323,21 @@ class SafeCheckpointMixin:
     def _full_sort_batch_eval(self, batched_data):
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
         if self.config["exclude_history_items"]:
-            # the user's earlier items as the model sees them (the last MAX_ITEM_LIST_LENGTH; padding is id 0,
-            # never ranked anyway)
-            field = self.config["ITEM_ID_FIELD"] + self.config["LIST_SUFFIX"]
-            if field not in interaction:
+            # every earlier item of the user (quick_start.attach_histories) is out of the ranking
+            history = getattr(self, "_eval_history", None)
+            if history is None:
                 raise ConfigError(
-                    f"exclude_history_items needs a sequential model (no '{field}' in the evaluation batches of "
-                    f"{self.config['model']}); set exclude_history_items: False"
+                    "exclude_history_items: this evaluation loader carries no user histories; build the loaders "
+                    "with recbole_srma.quick_start.split_loaders"
                 )
-            history = interaction[field].to(scores.device)
-            scores.scatter_(1, history, -np.inf)
+            mask_history(scores, interaction[self.config["USER_ID_FIELD"]], history)
         return interaction, scores, positive_u, positive_i
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if not eval_data:
             return None
+        self._eval_history = getattr(eval_data._dataset, "history_items", None)
         if load_best_model:
             checkpoint_file = model_file or self.saved_model_file
             self._load_checkpoint_for_model(checkpoint_file)

@@ -91,7 +91,7 @@ def _loaders(tmp_path, **settings):
 def test_exclude_history_items_never_ranks_an_earlier_item_and_is_off_by_default(tmp_path):
     from recbole_srma.trainer import Trainer
 
-    config, model, _, _, test_data = _loaders(tmp_path, exclude_history_items=True)
+    config, model, train_data, valid_data, test_data = _loaders(tmp_path, exclude_history_items=True)
     default_config, *_ = _loaders(tmp_path)
     assert default_config["exclude_history_items"] is False
     batch = next(iter(test_data))
@@ -101,13 +101,22 @@ def test_exclude_history_items_never_ranks_an_earlier_item_and_is_off_by_default
     for settings, out in ((config, masked), (default_config, plain)):
         trainer = Trainer(settings, model)
         trainer.tot_item_num = test_data._dataset.item_num  # what evaluate() sets before scoring
+        trainer._eval_history = getattr(test_data._dataset, "history_items", None)
         with torch.no_grad():
             out.append(trainer._full_sort_batch_eval(batch)[1])
     masked, plain = masked[0], plain[0]
     history = interaction[model.ITEM_SEQ]
     assert torch.isinf(masked.gather(1, history)).all()
     assert torch.isfinite(plain.gather(1, history)[history > 0]).all()
-    outside = torch.ones_like(masked, dtype=torch.bool).scatter(1, history, False)
+    # exactly the user's earlier items: its training sequence and validation item, older ones than the window too
+    feat = train_data._dataset.inter_feat
+    for row, user in enumerate(interaction[config["USER_ID_FIELD"]].tolist()[:30]):
+        rows = feat[config["USER_ID_FIELD"]] == user
+        earlier = set(feat[model.POS_ITEM_ID][rows].tolist()) | set(feat[model.ITEM_SEQ][rows][:, 0].tolist())
+        earlier |= set(valid_data._dataset.inter_feat[model.POS_ITEM_ID][
+            valid_data._dataset.inter_feat[config["USER_ID_FIELD"]] == user].tolist())
+        assert set(torch.isinf(masked[row]).nonzero().squeeze(1).tolist()) == earlier | {0}
+    outside = torch.isfinite(masked)
     assert torch.equal(masked[outside], plain[outside])  # nothing else changes
 
 
