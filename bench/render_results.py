@@ -312,11 +312,18 @@ def plot_dataset(dataset, records, img_dir):
     return made
 
 
+def section_key(record):
+    """A run under a protocol switch (docs/datasets.md, "Protocols") goes to a section ``<dataset>+<switch>``."""
+    protocol = record.get("protocol") or {}
+    return "+".join([record["dataset"], *(k for k in ("exclude_history_items", "train_on_validation_item")
+                                          if protocol.get(k))])
+
+
 def render(records, notes=None, images=None):
-    """The page; ``notes`` maps a dataset to its hand-written reading, ``images`` to its charts' file names."""
+    """The page; ``notes`` maps a section (dataset) to its hand-written reading, ``images`` to its charts' files."""
     by_dataset = OrderedDict()
     for r in records:
-        by_dataset.setdefault(r["dataset"], []).append(r)
+        by_dataset.setdefault(section_key(r), []).append(r)
     for dataset, runs in by_dataset.items():  # one table, one protocol (bench/run_models.py records each run's)
         seen = {}
         for r in runs:
@@ -346,8 +353,8 @@ def main(argv=None):
         if not isinstance(data, list):
             raise SystemExit(f"error: {path} does not hold a JSON list of run records")
         records += data
-    images = {d: plot_dataset(d, [r for r in records if r["dataset"] == d], out.parent / "img")
-              for d in sorted({r["dataset"] for r in records})}
+    images = {d: plot_dataset(d, [r for r in records if section_key(r) == d], out.parent / "img")
+              for d in sorted({section_key(r) for r in records})}
     if records and not any(images.values()):
         print("matplotlib is not installed: no charts (pip install -e \".[bench]\")")
     notes = {p.name[: -len(".notes.md")]: p.read_text() for p in Path(args.results_dir).glob("*.notes.md")}
