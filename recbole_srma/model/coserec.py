@@ -14,6 +14,10 @@ Each view draws its operator independently among all five (CoSeRec's code draws 
 view2)``. Defaults are the official code's: crop keeps 0.2, mask 0.7, reorder 0.2, insert 0.4, substitute 0.1,
 threshold 4, warm-up 160 epochs, temperature 1, weight 0.1.
 
+With ``train_objective: every_position`` (CL4SRec's docstring) the views are views of the user's whole training
+sequence, as the official code's; the item similarity reads the same items from one sequence per user as from the
+prefixes (items older than ``MAX_ITEM_LIST_LENGTH`` excepted, similarity.training_pairs).
+
 Deviations:
 - From the paper: the next-item loss is a full softmax over all items (the package's protocol); the contrasted
   representation is the last position's hidden state (the code contrasts the flattened whole-sequence output).

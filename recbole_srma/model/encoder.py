@@ -31,6 +31,9 @@ Two computations of the same function, switched by the model-level ``fast_path``
     attention computed explicitly so its dropout uses that mask too (``scaled_dot_product_attention`` with dropout
     falls back to a slow kernel on CPU).
 
+``layer_type: ligr`` swaps RecBole's blocks for eSASRec's LiGR blocks (:class:`LiGRLayer`: pre-LayerNorm, gated
+residuals, SwiGLU feed-forward) and adds a LayerNorm after the last; both paths compute them (same tests).
+
 With ``bidirectional=True`` (BERT4Rec) every position attends to every real position, padding still excluded.
 Outputs of the two paths are equal up to float rounding; in training their random masks are drawn differently,
 from the same distribution. Sequences must be left-aligned (RecBole's layout: item ids at positions

@@ -22,6 +22,9 @@ drawn once and shared by its phases, as in the official code (its data loader dr
 in every phase, with new dropout masks. ``calculate_loss`` is the encoder-phase objective, returned as the terms
 ``LOSS_TERMS``.
 
+With ``train_objective: every_position`` (CL4SRec's docstring) ``L_rec`` covers every position of the user's whole
+training sequence and ``h1``, ``h2`` are views of that sequence; the meta-learning terms are unchanged.
+
 The paper's ablations are one config each (``properties/ablation/MCLRec-*.yaml``, docs/models.md): w/o L_cl1
 (``cl_lambda: 0``), w/o L_cl2 (``use_cl2: False``), w/o R (``reg_gamma: 0``), one shared augmenter
 (``shared_augmenter: True``), MCLRec-J (``meta_schedule: joint``).

@@ -1,8 +1,8 @@
 """The base classes of plugin models: next-item scoring over an item table, and the shared transformer encoder.
 
 :class:`NextItemRecommender` is what every plugin model computes the same way: a sequence representation scored
-against the item table, the full-softmax cross-entropy next-item loss (the protocol's, docs/datasets.md) and
-full-sort scoring. :class:`SequentialBackboneRecommender` adds the shared encoder
+against the item table, the next-item loss (full softmax by default, the protocol's, docs/datasets.md; sampled
+softmax or gBCE) and full-sort scoring. :class:`SequentialBackboneRecommender` adds the shared encoder
 (:class:`~recbole_srma.model.encoder.SASRecBackbone`), the mask token, the hyper-parameter table checked at start
 and the model-level ``fast_path`` switch. A model file subclasses it and adds what its paper adds.
 """

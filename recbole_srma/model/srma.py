@@ -14,6 +14,10 @@ CL4SRec's data augmentation (two views per sequence from crop / mask / reorder) 
   split before SRMA's training starts (or loads ``complement_checkpoint``), cached by dataset, data and encoder
   settings; it is never used at inference.
 
+With ``train_objective: every_position`` ``L_rec`` covers every position of the user's whole training sequence,
+through all K layer-dropping blocks (they are position-wise), the views are views of that sequence (each keeping
+K - M blocks), and the complement encoder is pre-trained on the same objective.
+
 Loss: ``L_rec + cl_lambda * InfoNCE(z1, z2)``. Every published ablation is one config away (docs/models.md).
 
 Deviations:
