@@ -13,35 +13,45 @@ NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0}
 BENCHMARK = str(PROPERTIES_DIR / "protocol" / "transformer-benchmark.yaml")
 
 
-def test_per_batch_negatives_are_one_draw_shared_by_every_row(tmp_path):
-    _, model, *_ = build("PluginSASRec", tmp_path, next_item_loss="sampled_softmax", n_negatives=6,
-                         negative_sampling="per_batch", **FAST)
-    hidden, targets = torch.randn(32, 16), torch.randint(1, model.n_items, (32,))
-    torch.manual_seed(1)
+def _loss_and_scores(model, rows, per_batch=False, seed=0):
+    """The model's sampled loss on random representations, and the same draw of negatives recomputed by hand:
+    ``(loss, positive [rows], negative [rows, k], collision [rows, k])``."""
+    hidden, targets = torch.randn(rows, 16), torch.randint(1, model.n_items, (rows,))
+    torch.manual_seed(seed)
     loss = model.rec_loss(hidden, targets)
-    torch.manual_seed(1)
-    negatives = torch.randint(1, model.n_items, (6,))
-    weights = model.item_weights()
+    torch.manual_seed(seed)
+    weights, k = model.item_weights(), model.n_negatives
+    negatives = torch.randint(1, model.n_items, (k,) if per_batch else (rows, k))
     positive = (hidden * weights[targets]).sum(-1)
-    negative = (hidden @ weights[negatives].t()).masked_fill(negatives[None, :] == targets[:, None], -1e30)
-    expected = (torch.logsumexp(torch.cat([positive[:, None], negative], 1), 1) - positive).mean()
-    torch.testing.assert_close(loss, expected)
+    if per_batch:
+        return loss, positive, hidden @ weights[negatives].t(), negatives[None, :] == targets[:, None]
+    return loss, positive, torch.einsum("nh,nkh->nk", hidden, weights[negatives]), negatives == targets[:, None]
+
+
+def _softmax_against(positive, negative, collision):
+    negative = negative.masked_fill(collision, -1e30)
+    return (torch.logsumexp(torch.cat([positive[:, None], negative], 1), 1) - positive).mean()
+
+
+@pytest.mark.parametrize("per_batch", [False, True])
+def test_sampled_softmax_scores_the_target_against_uniform_negatives_never_itself(tmp_path, per_batch):
+    sampling = "per_batch" if per_batch else "per_position"
+    _, model, *_ = build("PluginSASRec", tmp_path, next_item_loss="sampled_softmax", n_negatives=5,
+                         negative_sampling=sampling, **FAST)
+    loss, positive, negative, collision = _loss_and_scores(model, 64, per_batch)
+    torch.testing.assert_close(loss, _softmax_against(positive, negative, collision))
+    # a negative equal to the target is left out: with only the target to draw, the loss is exactly 0
+    model.n_items = 2  # item ids 1 .. n_items - 1: only item 1 can be drawn
+    assert model.rec_loss(torch.randn(4, 16), torch.ones(4, dtype=torch.long)).item() == 0.0
 
 
 @pytest.mark.parametrize("t", [0.0, 0.75, 1.0])
 def test_gbce_is_gsasrecs_generalised_binary_cross_entropy(tmp_path, t):
     _, model, *_ = build("PluginSASRec", tmp_path, next_item_loss="gbce", n_negatives=5, gbce_t=t, **FAST)
-    hidden, targets = torch.randn(16, 16), torch.randint(1, model.n_items, (16,))
-    torch.manual_seed(2)
-    loss = model.rec_loss(hidden, targets)
-    torch.manual_seed(2)
-    negatives = torch.randint(1, model.n_items, (16, 5))
-    weights = model.item_weights()
-    positive = (hidden * weights[targets]).sum(-1)
-    negative = torch.einsum("nh,nkh->nk", hidden, weights[negatives])
+    loss, positive, negative, collision = _loss_and_scores(model, 16, seed=2)
     alpha = 5 / (model.n_items - 2)
     beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)  # t = 0: beta = 1, plain BCE
-    keep = (negatives != targets[:, None]).float()
+    keep = (~collision).float()
     expected = (-torch.log(torch.sigmoid(positive) ** beta) - (torch.log(1 - torch.sigmoid(negative)) * keep).sum(1))
     torch.testing.assert_close(loss, expected.mean(), rtol=1e-4, atol=1e-5)
     assert (beta == 1.0) == (t == 0.0)
