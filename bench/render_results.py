@@ -183,7 +183,11 @@ def render_dataset(dataset, records, notes=None):
            "when there is one, else the longest partial run. SASRec rows may come from `PluginSASRec`, RecBole's "
            "SASRec on the plugin's fast path (same parameters and scores), BERT4Rec rows from `PluginBERT4Rec` "
            "likewise. Seeds: mean ± sample std.", ""]
-    out += headline(dataset, groups, other) + ablation_table(dataset, groups)
+    if "+" in dataset:  # a protocol switch: none of the dataset's default runs, so no at-a-glance table
+        out[2:] = [f"Runs with {dataset.split('+', 1)[1].replace('+', ' and ')} on (docs/datasets.md, \"Protocols\"): "
+                   "comparable with each other and the numbers published under that protocol only.", ""]
+    else:
+        out += headline(dataset, groups, other) + ablation_table(dataset, groups)
     out += ["### Reading these numbers", "", notes.strip(), ""] if notes else []
     rows = []
     for group in groups.values():
@@ -209,8 +213,8 @@ def render_dataset(dataset, records, notes=None):
                 "", "Sources: " + "; ".join(f"{name}: {SOURCES[name]}" for name in dict.fromkeys(
                     source for source, _, _ in published)) + ".", ""]
         if any(v is None for _, _, values in published for v in values):
-            out += ["n/a: the source prints a value that cannot be right (it breaks NDCG@5 ≤ NDCG@10 ≤ NDCG@20), "
-                    "so it is left out and never compared.", ""]
+            out += ["n/a: not reported by the source, or a value that cannot be right (it breaks NDCG@5 ≤ NDCG@10 ≤ "
+                    "NDCG@20), so it is left out and never compared.", ""]
         compare = []
         for group in groups.values():
             label = (f"{group[0]['model']} ({setup_label(group[0])}; {len(group)} seed{'s' if len(group) > 1 else ''}"
