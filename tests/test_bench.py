@@ -223,7 +223,12 @@ def test_overrides_are_parsed_like_the_command_line():
 
 def test_relative_difference_against_published_numbers():
     renderer = _load(RENDERER, "bench_render_results")
-    assert set(renderer.PUBLISHED) == {"amazon-beauty", "amazon-sports", "amazon-toys", "yelp"}
+    datasets = {"amazon-beauty", "amazon-sports", "amazon-toys", "yelp"}
+    # sections of a dataset under a protocol switch: "<dataset>+<switch>"
+    assert {key.split("+")[0] for key in renderer.PUBLISHED} == datasets and datasets <= set(renderer.PUBLISHED)
+    switched = {"dataset": "d", "protocol": {"exclude_history_items": True}}
+    assert renderer.section_key(switched) == "d+exclude_history_items"
+    assert renderer.section_key({"dataset": "d", "protocol": {"MAX_ITEM_LIST_LENGTH": 50}}) == "d"
     for entries in renderer.PUBLISHED.values():
         assert all(source in renderer.SOURCES and len(values) == 6 for source, _, values in entries)
     assert renderer.fmt_rel(0.0330, 0.0300) == "+10.0%"
@@ -246,8 +251,8 @@ def test_a_published_value_that_cannot_be_right_is_shown_as_na_and_not_compared(
     assert "DuoRec vs the MCLRec paper (−51.1%)" in yelp
     published = yelp[yelp.index("### Published numbers") :]
     assert "| DuoRec | MCLRec paper | 0.0429 | 0.0614 | 0.0868 | 0.0324 | n/a | 0.0447 |" in published
-    assert "n/a: the source prints a value that cannot be right" in published
-    assert "n/a: the source" not in page[: page.index("## yelp")]  # only where a value is left out
+    assert "n/a: not reported by the source, or a value that cannot be right" in published
+    assert "n/a: not reported" not in page[: page.index("## yelp")]  # only where a value is left out
 
 
 def _record(model, ndcg, *, status="ok", stopped=True, overrides=None, seed=2020, config_files=(), curve=None):
