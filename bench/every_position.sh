@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Issue 49's runs (docs/results.md, docs/performance.md), in priority order, one (model, seed) per job.
+#
+#   bench/every_position.sh
+#   THREADS=2 RAW_DATA_DIR=../shared/data setsid nohup bench/every_position.sh > bench/runs/every_position.log 2>&1 &
+#
+# Resumable like bench/reproduce.sh: finished runs are skipped, stopped ones continue from their last finished epoch.
+# Records: bench/results/transformer-benchmark.json (the benchmark protocol, properties/protocol/
+# transformer-benchmark.yaml, its own section of docs/results.md) and bench/results/every-position.json (RecBole's
+# protocol, rows of each dataset's table). Then: python bench/render_results.py
+set -u
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python}
+RAW_DATA_DIR=${RAW_DATA_DIR:-../shared/data}
+THREADS=${THREADS:-}
+BENCHMARK=properties/protocol/transformer-benchmark.yaml
+
+run() {  # results-file tag dataset models seeds [extra run_models.py arguments]
+    local results=$1 tag=$2 dataset=$3 models=$4 seeds=$5
+    shift 5
+    # shellcheck disable=SC2086  # models and seeds are word lists
+    "$PYTHON" bench/run_models.py --dataset "$dataset" --models $models --seeds $seeds --tag "$tag" \
+        --raw-data-dir "$RAW_DATA_DIR" ${THREADS:+--threads "$THREADS"} --results "bench/results/$results.json" "$@"
+}
+
+# 1. The benchmark's SASRec+SS recipe and the full-softmax SASRec+, under the benchmark protocol, seed 2020 first.
+for dataset in amazon-toys amazon-beauty amazon-sports; do
+    run transformer-benchmark tb-sasrec-ss "$dataset" PluginSASRec 2020 --config-files "$BENCHMARK"
+    run transformer-benchmark tb-sasrec-plus "$dataset" PluginSASRec 2020 --config-files "$BENCHMARK" \
+        --set next_item_loss=full_softmax
+done
+# 2. The cheap negatives, under both protocols, and the README-vs-configs question (embedding size 256).
+run every-position every-position-sampled-per-batch amazon-toys PluginSASRec 2020 --set train_objective=every_position \
+    --set next_item_loss=sampled_softmax --set negative_sampling=per_batch
+run transformer-benchmark tb-sasrec-ss-per-batch amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
+    --set negative_sampling=per_batch
+run transformer-benchmark tb-sasrec-ss-256 amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
+    --set hidden_size=256 --set inner_size=256 --set stopping_step=10
+# 3. Every plugin model on every position, RecBole's protocol, package defaults, to early stopping.
+run every-position every-position amazon-toys "CL4SRec DuoRec BT4SRec CoSeRec SRMA MCLRec PluginBERT4Rec" 2020 \
+    --set train_objective=every_position
+# 4. Seeds 2021 and 2022 of the benchmark recipe and SASRec+.
+for dataset in amazon-toys amazon-beauty amazon-sports; do
+    run transformer-benchmark tb-sasrec-ss "$dataset" PluginSASRec "2021 2022" --config-files "$BENCHMARK"
+    run transformer-benchmark tb-sasrec-plus "$dataset" PluginSASRec "2021 2022" --config-files "$BENCHMARK" \
+        --set next_item_loss=full_softmax
+done
