@@ -37,10 +37,16 @@ run transformer-benchmark tb-sasrec-ss-per-batch amazon-toys PluginSASRec 2020 -
     --set negative_sampling=per_batch
 run transformer-benchmark tb-sasrec-ss-256 amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
     --set hidden_size=256 --set inner_size=256 --set stopping_step=10
-# 3. Every plugin model on every position, RecBole's protocol, package defaults, to early stopping.
+# 3. A small grid for the strong base (SASRec+): dropout 0.5 with 1 and 2 blocks, patience 10 to keep it cheap.
+run transformer-benchmark tb-sasrec-plus-grid-d05-l1 amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
+    --set next_item_loss=full_softmax --set hidden_dropout_prob=0.5 --set attn_dropout_prob=0.5 --set stopping_step=10
+run transformer-benchmark tb-sasrec-plus-grid-d05-l2 amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
+    --set next_item_loss=full_softmax --set hidden_dropout_prob=0.5 --set attn_dropout_prob=0.5 --set n_layers=2 \
+    --set n_heads=2 --set stopping_step=10
+# 4. Every plugin model on every position, RecBole's protocol, package defaults, to early stopping.
 run every-position every-position amazon-toys "CL4SRec DuoRec BT4SRec CoSeRec SRMA MCLRec PluginBERT4Rec" 2020 \
     --set train_objective=every_position
-# 4. Seeds 2021 and 2022 of the benchmark recipe and SASRec+.
+# 5. Seeds 2021 and 2022 of the benchmark recipe and SASRec+.
 for dataset in amazon-toys amazon-beauty amazon-sports; do
     run transformer-benchmark tb-sasrec-ss "$dataset" PluginSASRec "2021 2022" --config-files "$BENCHMARK"
     run transformer-benchmark tb-sasrec-plus "$dataset" PluginSASRec "2021 2022" --config-files "$BENCHMARK" \
