@@ -37,12 +37,16 @@ run transformer-benchmark tb-sasrec-ss-per-batch amazon-toys PluginSASRec 2020 -
     --set negative_sampling=per_batch
 run transformer-benchmark tb-sasrec-ss-256 amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
     --set hidden_size=256 --set inner_size=256 --set stopping_step=10
+run transformer-benchmark tb-esasrec amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
+    --set layer_type=ligr --set stopping_step=10  # eSASRec on Toys: LiGR, feed-forward multiplier 1 (inner_size 64)
 # 3. A small grid for the strong base (SASRec+): dropout 0.5 with 1 and 2 blocks, patience 10 to keep it cheap.
 run transformer-benchmark tb-sasrec-plus-grid-d05-l1 amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
     --set next_item_loss=full_softmax --set hidden_dropout_prob=0.5 --set attn_dropout_prob=0.5 --set stopping_step=10
 run transformer-benchmark tb-sasrec-plus-grid-d05-l2 amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
     --set next_item_loss=full_softmax --set hidden_dropout_prob=0.5 --set attn_dropout_prob=0.5 --set n_layers=2 \
     --set n_heads=2 --set stopping_step=10
+# the grid's pick, properties/strong-base/sasrec-plus.yaml, under RecBole's protocol
+run every-position strong-base amazon-toys PluginSASRec 2020 --config-files properties/strong-base/sasrec-plus.yaml
 # 4. Every plugin model on every position, RecBole's protocol, package defaults, to early stopping.
 run every-position every-position amazon-toys "CL4SRec DuoRec BT4SRec CoSeRec SRMA MCLRec PluginBERT4Rec" 2020 \
     --set train_objective=every_position
