@@ -124,12 +124,13 @@ def attach_histories(config, dataset, valid_data, test_data):
     items = np.insert(targets, starts, first_items[starts])
     per_user = np.bincount(users, minlength=dataset.user_num) + np.bincount(users[starts], minlength=dataset.user_num)
     indptr = np.r_[0, np.cumsum(per_user)]
+    rank = np.arange(len(items)) - np.repeat(indptr[:-1], per_user)  # each item's place in its user's sequence
     for loader, held_out in ((valid_data, 2), (test_data, 1)):
         keep = np.clip(per_user - held_out, 0, None)  # the items before the evaluated one
-        positions = np.concatenate([np.arange(indptr[u], indptr[u] + keep[u]) for u in np.flatnonzero(keep)] or [[]])
         history_ptr = np.r_[0, np.cumsum(keep)]
         loader._dataset.history_items = (
-            torch.from_numpy(history_ptr.astype(np.int64)), torch.from_numpy(items[positions.astype(np.int64)])
+            torch.from_numpy(history_ptr.astype(np.int64)),
+            torch.from_numpy(items[rank < np.repeat(keep, per_user)].astype(np.int64)),
         )
 
 
