@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny import build, tiny_config
+from tiny import assert_same_loss_and_gradients, build, loss_and_gradients, tiny_config
 
 from recbole_srma import PROPERTIES_DIR
 from recbole_srma.config import Config, protocol_settings
@@ -65,18 +65,12 @@ def test_fast_path_equals_padded_path_for_each_layer_type_and_one_block_one_head
         _, model, train_data, *_ = build("PluginSASRec", tmp_path, layer_type=layer_type, fast_path=fast_path,
                                          train_objective="every_position", **layers, **FAST, **NO_DROPOUT)
         batch = next(iter(train_data))
-        loss = model.calculate_loss(batch)
-        loss.backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        loss, grads = loss_and_gradients(model, batch)
         with torch.no_grad():
             scores = model.full_sort_predict(batch)
-        results.append((loss.detach(), grads, scores))
-    (loss_a, grads_a, scores_a), (loss_b, grads_b, scores_b) = results
-    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(scores_a, scores_b, rtol=1e-4, atol=1e-5)
-    assert grads_a.keys() == grads_b.keys()
-    for name in grads_b:
-        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6, msg=name)
+        results.append(((loss, grads), scores))
+    assert_same_loss_and_gradients(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-5)
 
 
 def test_ligr_layers_are_pre_norm_gated_blocks_not_sasrecs(tmp_path):

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny import build
+from tiny import assert_same_loss_and_gradients, build, loss_and_gradients
 
 from recbole_srma.model.encoder import Dropout, PackedLayout, SASRecBackbone
 
@@ -127,19 +127,13 @@ def test_one_training_step_matches_without_dropout(tmp_path):
     """Same loss and same update on both paths when no randomness is involved (all views identity)."""
     off = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "neuron_mask_p": 0.0, "layer_drop_K": 0,
            "layer_drop_M": 0, "augmentations": ["identity"], "complement_type": "none", "neuron_mask_scope": "all"}
-    losses, params = [], []
+    results = []
     for fast in (True, False):
         _, net, train_data, *_ = build("SRMA", tmp_path, fast_path=fast, **off)
         assert net.backbone.fast_path is fast
         net.train()
-        batch = next(iter(train_data))
-        loss = sum(net.calculate_loss(batch))
-        loss.backward()
-        losses.append(loss.detach())
-        params.append({n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None})
-    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
-    for name in params[1]:
-        torch.testing.assert_close(params[0][name], params[1][name], rtol=1e-4, atol=1e-6, msg=name)
+        results.append(loss_and_gradients(net, next(iter(train_data))))
+    assert_same_loss_and_gradients(*results)
 
 
 def test_native_gelu_is_gelu_and_leaves_onednn_on():

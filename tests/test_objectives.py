@@ -45,21 +45,6 @@ def test_every_position_loss_is_the_mean_next_item_cross_entropy_over_every_real
     torch.testing.assert_close(model.calculate_loss(batch), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_the_fast_path_gives_the_padded_paths_every_position_loss_and_gradients(tmp_path):
-    losses, grads = [], []
-    for fast_path in (True, False):
-        _, model, train_data, *_ = build(
-            "PluginSASRec", tmp_path, train_objective="every_position", fast_path=fast_path, **FAST, **NO_DROPOUT
-        )
-        loss = model.calculate_loss(next(iter(train_data)))
-        loss.backward()
-        losses.append(loss.detach())
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
-    for name in grads[1]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6, msg=name)
-
-
 @pytest.mark.parametrize("settings", [{"train_objective": "every_position"}, {"next_item_loss": "sampled_softmax"},
                                       {"train_objective": "every_position", "next_item_loss": "sampled_softmax"}])
 def test_pluginsasrec_trains_with_each_objective(tmp_path, settings):

@@ -75,3 +75,21 @@ def build(model, root, **overrides):
     init_seed(config["seed"], config["reproducibility"])
     net = get_model(config["model"])(config, train_data._dataset)
     return config, net, train_data, valid_data, test_data
+
+
+def loss_and_gradients(net, batch):
+    """The summed training loss of one batch and every parameter's gradient after its backward pass."""
+    loss = net.calculate_loss(batch)
+    loss = sum(loss) if isinstance(loss, tuple) else loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+def assert_same_loss_and_gradients(a, b):
+    """``a``, ``b``: :func:`loss_and_gradients` of two computations that must agree (fast and padded paths)."""
+    import torch
+
+    torch.testing.assert_close(a[0], b[0], rtol=1e-5, atol=1e-6)
+    assert a[1].keys() == b[1].keys()
+    for name in b[1]:
+        torch.testing.assert_close(a[1][name], b[1][name], rtol=1e-4, atol=1e-6, msg=name)

@@ -63,6 +63,13 @@ def next_item_targets(item_seq, item_seq_len, pos_items):
     return targets.scatter(1, (item_seq_len - 1).unsqueeze(1), pos_items.unsqueeze(1))
 
 
+def padded_every_position(encode, item_seq, item_seq_len, pos_items):
+    """``(hidden [N, H], targets [N])`` of every real position from ``encode(item_seq) -> [B, L, H]`` (any encoder's
+    padded computation), sequence by sequence."""
+    real = torch.arange(item_seq.size(1), device=item_seq.device)[None, :] < item_seq_len[:, None]
+    return encode(item_seq)[real], next_item_targets(item_seq, item_seq_len, pos_items)[real]
+
+
 class NextItemRecommender(SequentialRecommender):
     """``forward(item_seq, item_seq_len) -> [B, H]`` scored against ``item_weights()`` (``[n_items, H]``): the
     next-item loss (``next_item_loss``: full softmax, the protocol's, or sampled softmax) and full-sort scoring.
@@ -180,12 +187,11 @@ class SequentialBackboneRecommender(NextItemRecommender):
     def every_position(self, item_seq, item_seq_len, pos_items):
         """The hidden state of every real position, ``[N, H]`` (sequence by sequence, as ``item_seq[real]`` orders
         them), and its target, ``[N]``: the next item of the sequence, the sample's target at the last position."""
+        if not self.backbone.fast_path:
+            return padded_every_position(self.backbone.encode, item_seq, item_seq_len, pos_items)
         targets = next_item_targets(item_seq, item_seq_len, pos_items)
-        if self.backbone.fast_path:
-            hidden, layout = self.backbone.encode_packed(item_seq, item_seq_len)
-            return hidden, targets[:, : layout.max_len].flatten()[layout.index]
-        real = torch.arange(item_seq.size(1), device=item_seq.device)[None, :] < item_seq_len[:, None]
-        return self.backbone.encode(item_seq)[real], targets[real]
+        hidden, layout = self.backbone.encode_packed(item_seq, item_seq_len)
+        return hidden, targets[:, : layout.max_len].flatten()[layout.index]
 
     def next_item_and_extra(self, interaction, extra=()):
         """The next-item loss's ``(hidden, targets)`` for the configured ``train_objective``, the representation of

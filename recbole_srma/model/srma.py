@@ -46,7 +46,7 @@ from recbole_srma.model.layers import (
     sample_kept_layers,
 )
 from recbole_srma.model.losses import info_nce
-from recbole_srma.model.recommender import NextItemRecommender, next_item_targets
+from recbole_srma.model.recommender import NextItemRecommender, padded_every_position
 
 
 class SRMA(CL4SRec):
@@ -192,9 +192,8 @@ class ComplementPretrainer(NextItemRecommender):
             return super().calculate_loss(interaction)
         # the main run's objective: the next-item loss at every real position (the padded computation)
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        targets = next_item_targets(item_seq, item_seq_len, interaction[self.POS_ITEM_ID])
-        real = torch.arange(item_seq.size(1), device=item_seq.device)[None, :] < item_seq_len[:, None]
-        return self.rec_loss(self.encoder.encode(item_seq)[real], targets[real])
+        targets = interaction[self.POS_ITEM_ID]
+        return self.rec_loss(*padded_every_position(self.encoder.encode, item_seq, item_seq_len, targets))
 
     def item_weights(self):
         return self.encoder.item_embedding.weight[: self.n_items]
