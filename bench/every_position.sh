@@ -39,6 +39,11 @@ run transformer-benchmark tb-sasrec-ss-256 amazon-toys PluginSASRec 2020 --confi
     --set hidden_size=256 --set inner_size=256 --set stopping_step=10
 run transformer-benchmark tb-esasrec amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
     --set layer_type=ligr --set stopping_step=10  # eSASRec on Toys: LiGR, feed-forward multiplier 1 (inner_size 64)
+# 2b. The reproduction gap: RecTools' encoder arrangement (docs/datasets.md, "Protocols"), patience 10.
+RECTOOLS=(--set layer_type=sasrec_original --set weight_init=xavier_normal --set position_order=from_end
+    --set adam_beta2=0.98)
+run transformer-benchmark tb-sasrec-ss-rectools amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
+    "${RECTOOLS[@]}" --set stopping_step=10
 # 3. A small grid for the strong base (SASRec+): dropout 0.5 with 1 and 2 blocks, patience 10 to keep it cheap.
 run transformer-benchmark tb-sasrec-plus-grid-d05-l1 amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
     --set next_item_loss=full_softmax --set hidden_dropout_prob=0.5 --set attn_dropout_prob=0.5 --set stopping_step=10

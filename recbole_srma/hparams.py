@@ -163,6 +163,7 @@ RUN_HPARAMS = {
     "learning_rate": positive,
     "weight_decay": optional(non_negative),
     "learner": _learner,
+    "adam_beta2": optional(rate),
     "stopping_step": positive_int,
     "eval_step": non_negative_int,
     "topk": _topk,

@@ -227,7 +227,11 @@ class SRMATrainer(Trainer):
             "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"],
             "learning_rate": config["learning_rate"],
             "train_batch_size": config["train_batch_size"],
-            **{k: config[k] for k in SASRecBackbone.CONFIG_KEYS if k != "layer_type" or config[k] != "sasrec"},
+            **{
+                k: config[k]
+                for k in SASRecBackbone.CONFIG_KEYS
+                if config[k] != SASRecBackbone.ADDED_KEY_DEFAULTS.get(k, object())
+            },
         }
         # keys added by issue 49 count only when they are not the defaults, so caches written before them still match
         if (config["train_objective"], config["next_item_loss"]) != ("prefixes", "full_softmax"):

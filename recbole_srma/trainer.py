@@ -173,6 +173,15 @@ class SafeCheckpointMixin:
             torch.distributed.broadcast_object_list(name, src=0)
             self.saved_model_file = name[0]
 
+    def _build_optimizer(self, **kwargs):
+        optimizer = super()._build_optimizer(**kwargs)
+        beta2 = self.config["adam_beta2"]
+        if beta2 is not None:  # RecBole's learners take no betas; Adam-type optimisers read them from each group
+            for group in optimizer.param_groups:
+                if "betas" in group:
+                    group["betas"] = (group["betas"][0], beta2)
+        return optimizer
+
     def _checkpoint_state(self, epoch, best_valid_result=None):
         return {
             "format": CHECKPOINT_FORMAT,

@@ -57,12 +57,17 @@ def test_gbce_is_gsasrecs_generalised_binary_cross_entropy(tmp_path, t):
     assert (beta == 1.0) == (t == 0.0)
 
 
+#: the SASRec authors' arrangement, as RecTools has it: their block, Xavier initialisation, positions from the end
+RECTOOLS_SASREC = {"layer_type": "sasrec_original", "weight_init": "xavier_normal", "position_order": "from_end"}
+
+
 @pytest.mark.parametrize("layers", [{"n_layers": 1, "n_heads": 1}, {"n_layers": 2, "n_heads": 2}])
-@pytest.mark.parametrize("layer_type", ["sasrec", "ligr"])
-def test_fast_path_equals_padded_path_for_each_layer_type_and_one_block_one_head(tmp_path, layer_type, layers):
+@pytest.mark.parametrize("encoder", [{"layer_type": "sasrec"}, {"layer_type": "ligr"}, RECTOOLS_SASREC],
+                         ids=["sasrec", "ligr", "sasrec_original-xavier-from_end"])
+def test_fast_path_equals_padded_path_for_each_layer_type_and_one_block_one_head(tmp_path, encoder, layers):
     results = []
     for fast_path in (True, False):
-        _, model, train_data, *_ = build("PluginSASRec", tmp_path, layer_type=layer_type, fast_path=fast_path,
+        _, model, train_data, *_ = build("PluginSASRec", tmp_path, **encoder, fast_path=fast_path,
                                          train_objective="every_position", **layers, **FAST, **NO_DROPOUT)
         batch = next(iter(train_data))
         loss, grads = loss_and_gradients(model, batch)
@@ -86,6 +91,42 @@ def test_ligr_layers_are_pre_norm_gated_blocks_not_sasrecs(tmp_path):
         block.eval()
         mask = torch.ones(5, 5, dtype=torch.bool).tril()[None, None]
         torch.testing.assert_close(block(hidden, mask), hidden)
+
+
+def test_sasrec_original_normalises_the_query_only_and_adds_residuals_to_the_normalised_input(tmp_path):
+    import torch.nn.functional as F
+
+    _, model, *_ = build("PluginSASRec", tmp_path, n_layers=1, n_heads=1, hidden_act="relu", **RECTOOLS_SASREC, **FAST)
+    backbone = model.backbone.eval()
+    block = backbone.trm_encoder.layer[0]
+    assert type(block).__name__ == "QueryNormLayer"
+    assert isinstance(backbone.LayerNorm, torch.nn.Identity) and isinstance(backbone.output_norm, torch.nn.LayerNorm)
+    x = torch.randn(2, 4, 16)
+    mask = torch.ones(4, 4, dtype=torch.bool).tril()[None, None]
+    attention, ff = block.multi_head_attention, block.feed_forward
+    with torch.no_grad():
+        normed = block.attention_norm(x)
+        scores = attention.query(normed) @ attention.key(x).transpose(1, 2) / 4.0 + torch.full((4, 4), -1e9).triu(1)
+        y = normed + attention.dense(scores.softmax(-1) @ attention.value(x))
+        m = block.feed_forward_norm(y)
+        torch.testing.assert_close(block(x, mask), m + ff.dense_2(F.relu(ff.dense_1(m))), rtol=1e-4, atol=1e-5)
+
+
+def test_positions_from_the_end_give_the_last_item_position_zero():
+    from recbole_srma.model.encoder import position_ids
+
+    lengths = torch.tensor([3, 1, 4])
+    assert position_ids(lengths, 4, "from_start").tolist() == [[0, 1, 2, 3]] * 3
+    assert position_ids(lengths, 4, "from_end").tolist() == [[2, 1, 0, 0], [0, 0, 0, 0], [3, 2, 1, 0]]
+
+
+def test_xavier_normal_initialisation_replaces_recboles_normal(tmp_path):
+    _, recbole, *_ = build("PluginSASRec", tmp_path, **FAST)
+    _, xavier, *_ = build("PluginSASRec", tmp_path, weight_init="xavier_normal", **FAST)
+    rows = recbole.backbone.position_embedding.num_embeddings
+    for model, expected in ((recbole, 0.02), (xavier, (2.0 / (16 + rows)) ** 0.5)):
+        std = model.backbone.position_embedding.weight.std().item()
+        assert abs(std - expected) < 0.25 * expected
 
 
 def _loaders(tmp_path, **settings):
@@ -167,3 +208,12 @@ def test_the_strong_base_config_layers_on_either_protocol(tmp_path, model):
         assert settings["next_item_loss"] == "full_softmax" and settings["n_layers"] == 2
         assert settings["train_objective"] == "every_position"
     assert on_benchmark["exclude_history_items"] and not on_recbole["exclude_history_items"]
+
+
+def test_adam_beta2_reaches_the_optimiser_and_is_torchs_default_when_unset(tmp_path):
+    from recbole_srma.trainer import Trainer
+
+    for beta2, expected in ((None, 0.999), (0.98, 0.98)):
+        config, model, *_ = build("PluginSASRec", tmp_path, adam_beta2=beta2, **FAST)
+        trainer = Trainer(config, model)
+        assert {group["betas"] for group in trainer.optimizer.param_groups} == {(0.9, expected)}

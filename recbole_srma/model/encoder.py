@@ -81,7 +81,8 @@ def set_fast_dropout(module, enabled):
 class PackedLayout:
     """Where the real tokens of a left-aligned batch sit, shared by every block of one fast-path pass.
 
-    ``index``: flat positions (into ``B * L_max``) of the N real tokens, sequence by sequence; ``last``: the row of
+    ``index``: flat positions (into ``B * L_max``) of the N real tokens, sequence by sequence; ``lengths``: ``[B]``;
+    ``last``: the row of
     each sequence's last token in the packed ``[N, .]`` tensor; ``keys``: additive ``[B, 1, 1, L_max]`` mask that
     excludes padding keys; ``attention``: the additive mask of every real query, ``[B, 1, L_max, L_max]`` causal
     (padding keys excluded), or ``keys`` itself when ``bidirectional``.
@@ -96,6 +97,7 @@ class PackedLayout:
         self.index = valid.flatten().nonzero().squeeze(1)
         self.items = item_seq[:, : self.max_len].flatten()[self.index]
         self.positions = self.index % self.max_len
+        self.lengths = lengths
         self.last = lengths.cumsum(0) - 1
         neg_inf = torch.finfo(torch.float32).min
         zero = torch.zeros((), device=item_seq.device)
@@ -117,8 +119,9 @@ class PackedLayout:
 
 
 class MultiHeadAttention(nn.Module):
-    """SASRec's attention sub-layer: ``LayerNorm(dropout(attention) + input)``; with ``post_norm=False`` (LiGR's
-    pre-norm layer adds its own gated residual) just ``dropout(attention)``."""
+    """SASRec's attention sub-layer: ``LayerNorm(dropout(attention) + input)``; with ``post_norm=False`` (the pre-norm
+    layers add their own residual) just ``dropout(attention)``. ``query_input`` (same shape as ``hidden``), when
+    given, is what the queries are projected from; keys and values always come from ``hidden``."""
 
     def __init__(self, n_heads, hidden_size, attn_dropout_prob, hidden_dropout_prob, layer_norm_eps, post_norm=True):
         super().__init__()
@@ -143,8 +146,9 @@ class MultiHeadAttention(nn.Module):
         batch, length, _ = x.shape
         return x.view(batch, length, self.n_heads, self.head_size).transpose(1, 2)
 
-    def forward(self, hidden, attention_mask):
-        q, k, v = self._heads(self.query(hidden)), self._heads(self.key(hidden)), self._heads(self.value(hidden))
+    def forward(self, hidden, attention_mask, query_input=None):
+        query_input = hidden if query_input is None else query_input
+        q, k, v = self._heads(self.query(query_input)), self._heads(self.key(hidden)), self._heads(self.value(hidden))
         context = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attention_mask, dropout_p=self.attn_dropout_prob if self.training else 0.0
         )
@@ -162,42 +166,53 @@ class MultiHeadAttention(nn.Module):
         x = padded.view(batch, length, parts, self.n_heads, self.head_size).permute(2, 0, 3, 1, 4)
         return x.unbind(0)
 
-    def forward_packed(self, hidden, layout):
+    def forward_packed(self, hidden, layout, query_input=None):
         """Every real position: ``[N, H]`` -> ``[N, H]``."""
-        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
-        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        q, k, v = self._split(layout.scatter(F.linear(hidden, weight, bias)), 3)
+        if query_input is None:
+            weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+            bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+            q, k, v = self._split(layout.scatter(F.linear(hidden, weight, bias)), 3)
+        else:
+            k, v = self._key_values(hidden, layout)
+            q = self._split(layout.scatter(self.query(query_input)), 1)[0]
         context = self._attend(q, k, v, layout.attention)  # [B, heads, L, d]
         context = layout.gather(context.transpose(1, 2))
         return self._output(context, hidden)
 
-    def forward_last(self, hidden, layout):
-        """The last real position of each sequence only: ``[N, H]`` -> ``[B, H]``."""
-        last = hidden.index_select(0, layout.last)
+    def _key_values(self, hidden, layout):
         weight = torch.cat([self.key.weight, self.value.weight])
         bias = torch.cat([self.key.bias, self.value.bias])
-        k, v = self._split(layout.scatter(F.linear(hidden, weight, bias)), 2)
+        return self._split(layout.scatter(F.linear(hidden, weight, bias)), 2)
+
+    def forward_last(self, hidden, layout, query_input=None):
+        """The last real position of each sequence only: ``[N, H]`` -> ``[B, H]``."""
+        last = (hidden if query_input is None else query_input).index_select(0, layout.last)
+        k, v = self._key_values(hidden, layout)
         q = self._split(self.query(last)[:, None, :], 1)[0]  # [B, heads, 1, d]
         context = self._attend(q, k, v, layout.keys).reshape(last.shape)
         return self._output(context, last)
 
 
 class FeedForward(nn.Module):
-    """Position-wise feed-forward block with residual and LayerNorm; its dropout is SRMA's neuron masking."""
+    """Position-wise feed-forward block with residual and LayerNorm; its dropout is SRMA's neuron masking. With
+    ``post_norm=False`` (a pre-norm layer adds the residual) just ``dropout(W_2 act(W_1 x))``."""
 
-    def __init__(self, hidden_size, inner_size, hidden_dropout_prob, hidden_act, layer_norm_eps):
+    def __init__(self, hidden_size, inner_size, hidden_dropout_prob, hidden_act, layer_norm_eps, post_norm=True):
         super().__init__()
+        self.post_norm = post_norm
         self.dense_1 = nn.Linear(hidden_size, inner_size)
         self.act = ACTIVATIONS[hidden_act]
         self.dense_2 = nn.Linear(inner_size, hidden_size)
-        self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        if post_norm:
+            self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.dropout = Dropout(hidden_dropout_prob)
 
     def forward(self, hidden):
         inner = self.dense_1(hidden)
         # inputs of varying shape (the packed tokens, the layer-dropping stack): compat.gelu's workaround
         inner = compat.gelu(inner) if self.act is F.gelu else self.act(inner)
-        return self.LayerNorm(self.dropout(self.dense_2(inner)) + hidden)
+        out = self.dropout(self.dense_2(inner))
+        return self.LayerNorm(out + hidden) if self.post_norm else out
 
 
 class TransformerLayer(nn.Module):
@@ -281,8 +296,64 @@ class LiGRLayer(nn.Module):
         return self._feed_forward(hidden + torch.sigmoid(self.attention_gate(gate_input)) * attended)
 
 
-#: ``sasrec``: RecBole's SASRec block (post-LayerNorm, GELU feed-forward); ``ligr``: :class:`LiGRLayer`.
-LAYER_TYPES = {"sasrec": TransformerLayer, "ligr": LiGRLayer}
+class QueryNormLayer(nn.Module):
+    """The block of the SASRec authors' code (Kang & McAuley's TensorFlow, the PyTorch ports, RecTools' SASRec, which
+    the transformer benchmark runs): only the query is normalised before attention, and both residuals start from
+    the normalised input: ``x = n + attention(query=n, keys=values=x)`` with ``n = LayerNorm_1(x)``, then
+    ``x = m + FFN(m)`` with ``m = LayerNorm_2(x)``. The encoder adds a final LayerNorm and leaves out the LayerNorm
+    of the embeddings (the authors' arrangement). Dropout sits where RecBole's block has it (on the attention
+    probabilities and on each sub-layer's output), not where RecTools has it (attention probabilities, the
+    feed-forward's inner activation and its output)."""
+
+    def __init__(
+        self, n_heads, hidden_size, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act, eps,
+        ffn_dropout_prob,
+    ):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.multi_head_attention = MultiHeadAttention(
+            n_heads, hidden_size, attn_dropout_prob, hidden_dropout_prob, eps, post_norm=False
+        )
+        self.feed_forward_norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.feed_forward = FeedForward(hidden_size, inner_size, ffn_dropout_prob, hidden_act, eps, post_norm=False)
+
+    def _feed_forward(self, hidden):
+        normed = self.feed_forward_norm(hidden)
+        return normed + self.feed_forward(normed)
+
+    def forward(self, hidden, attention_mask):
+        normed = self.attention_norm(hidden)
+        return self._feed_forward(normed + self.multi_head_attention(hidden, attention_mask, query_input=normed))
+
+    def forward_packed(self, hidden, layout, last_only=False):
+        normed = self.attention_norm(hidden)
+        if last_only:
+            attended = self.multi_head_attention.forward_last(hidden, layout, query_input=normed)
+            normed = normed.index_select(0, layout.last)
+        else:
+            attended = self.multi_head_attention.forward_packed(hidden, layout, query_input=normed)
+        return self._feed_forward(normed + attended)
+
+
+#: ``sasrec``: RecBole's SASRec block (post-LayerNorm, GELU feed-forward); ``ligr``: :class:`LiGRLayer`;
+#: ``sasrec_original``: :class:`QueryNormLayer`, the block of the SASRec authors' code.
+LAYER_TYPES = {"sasrec": TransformerLayer, "ligr": LiGRLayer, "sasrec_original": QueryNormLayer}
+#: layer types whose blocks leave their output unnormalised: the encoder adds a LayerNorm after the last block
+PRE_NORM_LAYER_TYPES = ("ligr", "sasrec_original")
+#: ``normal``: RecBole's N(0, initializer_range) for every Linear and Embedding weight, zero biases;
+#: ``xavier_normal``: Xavier-normal for every weight matrix and embedding table (the SASRec authors' code, RecTools)
+WEIGHT_INITS = ("normal", "xavier_normal")
+#: ``from_start``: position 0 is a sequence's first item (RecBole); ``from_end``: its last item (RecTools' inverse
+#: positions: the item the next-item prediction reads always has position 0)
+POSITION_ORDERS = ("from_start", "from_end")
+
+
+def position_ids(item_seq_len, max_len, order):
+    """``[B, max_len]`` position-embedding rows of a left-aligned batch (padding positions get row 0, never read)."""
+    positions = torch.arange(max_len, device=item_seq_len.device)[None, :].expand(item_seq_len.size(0), -1)
+    if order == "from_start":
+        return positions
+    return (item_seq_len.to(torch.long)[:, None] - 1 - positions).clamp(min=0)
 
 
 class TransformerEncoder(nn.Module):
@@ -317,11 +388,14 @@ class SASRecBackbone(nn.Module):
         fast_path=True,
         bidirectional=False,
         layer_type="sasrec",
+        weight_init="normal",
+        position_order="from_start",
     ):
         super().__init__()
         self.n_items = n_items
         self.bidirectional = bool(bidirectional)
         self.initializer_range = initializer_range
+        self.position_order = position_order
         # +1 row: the mask token (id n_items) of masking augmentations.
         self.item_embedding = nn.Embedding(n_items + 1, hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(max_seq_length, hidden_size)
@@ -338,11 +412,18 @@ class SASRecBackbone(nn.Module):
             # a separate rate for the feed-forward blocks: SRMA's neuron masking; by default the same as elsewhere
             ffn_dropout_prob=hidden_dropout_prob if ffn_dropout_prob is None else ffn_dropout_prob,
         )
-        self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        # the SASRec authors' block normalises its own query; their embeddings go in unnormalised
+        embedding_norm = layer_type != "sasrec_original"
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps) if embedding_norm else nn.Identity()
         self.dropout = Dropout(hidden_dropout_prob)
         # pre-norm blocks leave their output unnormalised: one LayerNorm after the last (SASRec's blocks end in one)
-        self.output_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps) if layer_type == "ligr" else nn.Identity()
+        pre_norm = layer_type in PRE_NORM_LAYER_TYPES
+        self.output_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps) if pre_norm else nn.Identity()
         self.apply(self._init_weights)
+        if weight_init == "xavier_normal":
+            for parameter in self.parameters():
+                if parameter.dim() > 1:
+                    nn.init.xavier_normal_(parameter)
         self.set_fast_path(fast_path)
 
     def set_fast_path(self, enabled):
@@ -364,7 +445,11 @@ class SASRecBackbone(nn.Module):
         "initializer_range",
         "fast_path",
         "layer_type",
+        "weight_init",
+        "position_order",
     )
+    #: keys added after the first checkpoints and caches were written, with the value that reproduces them
+    ADDED_KEY_DEFAULTS = {"layer_type": "sasrec", "weight_init": "normal", "position_order": "from_start"}
 
     @classmethod
     def from_config(cls, config, n_items, max_seq_length, **overrides):
@@ -394,8 +479,8 @@ class SASRecBackbone(nn.Module):
 
     def encode(self, item_seq):
         """Hidden states of every position, [B, L, H]."""
-        positions = torch.arange(item_seq.size(1), device=item_seq.device)
-        hidden = self.item_embedding(item_seq) + self.position_embedding(positions)[None]
+        positions = position_ids((item_seq != 0).sum(1), item_seq.size(1), self.position_order)
+        hidden = self.item_embedding(item_seq) + self.position_embedding(positions)
         hidden = self.dropout(self.LayerNorm(hidden))
         return self.output_norm(self.trm_encoder(hidden, self.attention_mask(item_seq)))
 
@@ -409,7 +494,10 @@ class SASRecBackbone(nn.Module):
 
     def _embed_packed(self, item_seq, item_seq_len):
         layout = PackedLayout(item_seq, item_seq_len, self.bidirectional)
-        hidden = self.item_embedding(layout.items) + self.position_embedding(layout.positions)
+        positions = layout.positions
+        if self.position_order == "from_end":
+            positions = layout.lengths.repeat_interleave(layout.lengths) - 1 - positions
+        hidden = self.item_embedding(layout.items) + self.position_embedding(positions)
         return self.dropout(self.LayerNorm(hidden)), layout
 
     def encode_packed(self, item_seq, item_seq_len):

@@ -14,7 +14,14 @@ from recbole.model.abstract_recommender import SequentialRecommender
 
 from recbole_srma import hparams
 from recbole_srma.errors import ConfigError
-from recbole_srma.model.encoder import ACTIVATIONS, LAYER_TYPES, Dropout, SASRecBackbone
+from recbole_srma.model.encoder import (
+    ACTIVATIONS,
+    LAYER_TYPES,
+    POSITION_ORDERS,
+    WEIGHT_INITS,
+    Dropout,
+    SASRecBackbone,
+)
 
 
 def _heads_divide_hidden(config):
@@ -47,6 +54,8 @@ BACKBONE_HPARAMS = {
     "initializer_range": hparams.positive,
     "fast_path": hparams.boolean,
     "layer_type": hparams.one_of(*LAYER_TYPES),
+    "weight_init": hparams.one_of(*WEIGHT_INITS),
+    "position_order": hparams.one_of(*POSITION_ORDERS),
     "loss_type": hparams.one_of("CE"),
     "train_objective": hparams.one_of(*TRAIN_OBJECTIVES),
     "next_item_loss": hparams.one_of(*NEXT_ITEM_LOSSES),
