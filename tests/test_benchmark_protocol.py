@@ -217,3 +217,15 @@ def test_adam_beta2_reaches_the_optimiser_and_is_torchs_default_when_unset(tmp_p
         config, model, *_ = build("PluginSASRec", tmp_path, adam_beta2=beta2, **FAST)
         trainer = Trainer(config, model)
         assert {group["betas"] for group in trainer.optimizer.param_groups} == {(0.9, expected)}
+
+
+def test_item_dropout_drops_out_the_scored_item_table_in_training_only(tmp_path):
+    _, plain, *_ = build("PluginSASRec", tmp_path, **FAST)
+    _, dropped, *_ = build("PluginSASRec", tmp_path, item_dropout_prob=0.5, **FAST)
+    table = dropped.backbone.item_embedding.weight[: dropped.n_items]
+    plain.train(), dropped.train()
+    assert torch.equal(plain.item_weights(), plain.backbone.item_embedding.weight[: plain.n_items])
+    zeroed = (dropped.item_weights() == 0).float().mean().item()
+    assert 0.4 < zeroed < 0.6
+    dropped.eval()
+    assert torch.equal(dropped.item_weights(), table)

@@ -63,7 +63,9 @@ class Dropout(nn.Dropout):
     fast = False
 
     def forward(self, x):
-        if not self.fast or not self.training or self.p == 0.0:
+        if self.p == 0.0:
+            return x
+        if not self.fast or not self.training:
             return super().forward(x)
         if self.p == 1.0:
             return x * 0.0
@@ -390,6 +392,7 @@ class SASRecBackbone(nn.Module):
         layer_type="sasrec",
         weight_init="normal",
         position_order="from_start",
+        item_dropout_prob=0.0,
     ):
         super().__init__()
         self.n_items = n_items
@@ -416,6 +419,8 @@ class SASRecBackbone(nn.Module):
         embedding_norm = layer_type != "sasrec_original"
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps) if embedding_norm else nn.Identity()
         self.dropout = Dropout(hidden_dropout_prob)
+        # RecTools drops out the item table itself: the embedded inputs and, in the loss, the scored items
+        self.item_dropout = Dropout(item_dropout_prob)
         # pre-norm blocks leave their output unnormalised: one LayerNorm after the last (SASRec's blocks end in one)
         pre_norm = layer_type in PRE_NORM_LAYER_TYPES
         self.output_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps) if pre_norm else nn.Identity()
@@ -447,9 +452,15 @@ class SASRecBackbone(nn.Module):
         "layer_type",
         "weight_init",
         "position_order",
+        "item_dropout_prob",
     )
     #: keys added after the first checkpoints and caches were written, with the value that reproduces them
-    ADDED_KEY_DEFAULTS = {"layer_type": "sasrec", "weight_init": "normal", "position_order": "from_start"}
+    ADDED_KEY_DEFAULTS = {
+        "layer_type": "sasrec",
+        "weight_init": "normal",
+        "position_order": "from_start",
+        "item_dropout_prob": 0.0,
+    }
 
     @classmethod
     def from_config(cls, config, n_items, max_seq_length, **overrides):
@@ -468,6 +479,10 @@ class SASRecBackbone(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             module.bias.data.zero_()
 
+    def item_table(self, n_items):
+        """The first ``n_items`` rows of the item table as the loss scores them (``item_dropout_prob`` in training)."""
+        return self.item_dropout(self.item_embedding.weight[:n_items])
+
     def attention_mask(self, item_seq):
         """Boolean [B, 1, L, L] (or [B, 1, 1, L] when bidirectional): query t may attend to key s when s is not
         padding and, unless bidirectional, s <= t."""
@@ -480,7 +495,7 @@ class SASRecBackbone(nn.Module):
     def encode(self, item_seq):
         """Hidden states of every position, [B, L, H]."""
         positions = position_ids((item_seq != 0).sum(1), item_seq.size(1), self.position_order)
-        hidden = self.item_embedding(item_seq) + self.position_embedding(positions)
+        hidden = self.item_dropout(self.item_embedding(item_seq)) + self.position_embedding(positions)
         hidden = self.dropout(self.LayerNorm(hidden))
         return self.output_norm(self.trm_encoder(hidden, self.attention_mask(item_seq)))
 
@@ -497,7 +512,7 @@ class SASRecBackbone(nn.Module):
         positions = layout.positions
         if self.position_order == "from_end":
             positions = layout.lengths.repeat_interleave(layout.lengths) - 1 - positions
-        hidden = self.item_embedding(layout.items) + self.position_embedding(positions)
+        hidden = self.item_dropout(self.item_embedding(layout.items)) + self.position_embedding(positions)
         return self.dropout(self.LayerNorm(hidden)), layout
 
     def encode_packed(self, item_seq, item_seq_len):

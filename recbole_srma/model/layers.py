@@ -62,6 +62,10 @@ class GRUEncoder(nn.Module):
         self.dense = nn.Linear(hidden_size, hidden_size)
         nn.init.normal_(self.item_embedding.weight, std=initializer_range)
 
+    def item_table(self, n_items):
+        """The first ``n_items`` rows of the item table (as ``SASRecBackbone.item_table``, no item dropout)."""
+        return self.item_embedding.weight[:n_items]
+
     def encode(self, item_seq):
         """The state after every position, ``[B, L, H]`` (causal: position t reads items 0 .. t)."""
         output, _ = self.gru(self.dropout(self.item_embedding(item_seq)))

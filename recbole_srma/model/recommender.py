@@ -56,6 +56,7 @@ BACKBONE_HPARAMS = {
     "layer_type": hparams.one_of(*LAYER_TYPES),
     "weight_init": hparams.one_of(*WEIGHT_INITS),
     "position_order": hparams.one_of(*POSITION_ORDERS),
+    "item_dropout_prob": hparams.rate,
     "loss_type": hparams.one_of("CE"),
     "train_objective": hparams.one_of(*TRAIN_OBJECTIVES),
     "next_item_loss": hparams.one_of(*NEXT_ITEM_LOSSES),
@@ -232,4 +233,4 @@ class SequentialBackboneRecommender(NextItemRecommender):
 
     def item_weights(self):
         """Embeddings of the scorable items (padding row 0 included, as RecBole scores it; mask token excluded)."""
-        return self.backbone.item_embedding.weight[: self.n_items]
+        return self.backbone.item_table(self.n_items)

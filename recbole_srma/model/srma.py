@@ -196,4 +196,4 @@ class ComplementPretrainer(NextItemRecommender):
         return self.rec_loss(*padded_every_position(self.encoder.encode, item_seq, item_seq_len, targets))
 
     def item_weights(self):
-        return self.encoder.item_embedding.weight[: self.n_items]
+        return self.encoder.item_table(self.n_items)
