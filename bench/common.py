@@ -188,13 +188,15 @@ def launch(script, spec, log_file, cwd, time_budget_s=None, threads=None, on_tic
 
 
 def git_state():
-    """(commit, whether tracked files have uncommitted changes); None where git cannot tell."""
+    """(commit, whether tracked files outside bench/results have uncommitted changes); None where git cannot tell."""
     def git(*args):
         return subprocess.run(["git", "--no-optional-locks", "-C", str(REPO), *args], capture_output=True, text=True,
                               timeout=30, check=True).stdout.strip()
 
     try:
-        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+        # the result files the runners themselves write are not a change to the code that produced them
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                                                  ":(exclude)bench/results"))
     except (OSError, subprocess.SubprocessError):
         return None, None
 

@@ -279,7 +279,7 @@ def main(argv=None):
         return 0
 
     done = {record_key(r) for r in load_results(results_path) if r.get("status") == "ok"}
-    machine, git, rows = common.machine_info(), common.git_state(), []
+    machine, rows = common.machine_info(), []
     plan = [(m, s) for m in args.models for s in args.seeds]
     for i, (model, seed) in enumerate(plan, 1):
         head = f"[{i}/{len(plan)}] {model} seed {seed}:"
@@ -294,7 +294,9 @@ def main(argv=None):
             continue
         print(f"{head} running ...", flush=True)
         try:
-            record = run_one(args, model, seed, overrides, config_files, paths, results_path, machine, git)
+            # each run's own commit: a long queue outlives commits made while it waits
+            record = run_one(args, model, seed, overrides, config_files, paths, results_path, machine,
+                             common.git_state())
         finally:
             lock.close()
         print(f"{head} {record['status']} in {fmt_time(record['wall_time_s'])} (log: {record['log']})", flush=True)
