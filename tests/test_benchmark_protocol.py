@@ -229,3 +229,17 @@ def test_item_dropout_drops_out_the_scored_item_table_in_training_only(tmp_path)
     assert 0.4 < zeroed < 0.6
     dropped.eval()
     assert torch.equal(dropped.item_weights(), table)
+
+
+def test_the_rectools_encoder_file_layers_on_the_benchmark_protocol_and_trains(tmp_path):
+    encoder = str(PROPERTIES_DIR / "encoder" / "rectools-sasrec.yaml")
+    config = tiny_config(tmp_path, epochs=1)
+    for key in ("hidden_size", "inner_size"):
+        config.pop(key)
+    settings = Config("PluginSASRec", config_file_list=[BENCHMARK, encoder], config_dict=config)
+    assert (settings["layer_type"], settings["weight_init"], settings["position_order"]) == (
+        "sasrec_original", "xavier_normal", "from_end")
+    assert settings["item_dropout_prob"] == 0.2 and settings["adam_beta2"] == 0.98
+    assert settings["next_item_loss"] == "sampled_softmax"  # the protocol's recipe stays
+    result = run_recbole_srma(model="PluginSASRec", config_file_list=[BENCHMARK, encoder], config_dict=config)
+    assert 0 < result["test_result"]["ndcg@10"] <= 1
