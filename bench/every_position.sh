@@ -47,8 +47,13 @@ run transformer-benchmark tb-sasrec-ss-rectools amazon-toys PluginSASRec 2020 --
 # RecTools' dropout of the whole item table, on the plugin's block and on RecTools' arrangement
 run transformer-benchmark tb-sasrec-ss-item-dropout amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
     --set item_dropout_prob=0.2 --set stopping_step=10
-run transformer-benchmark tb-sasrec-ss-rectools-item-dropout amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
-    "${RECTOOLS[@]}" --set item_dropout_prob=0.2 --set stopping_step=10
+# the last one reproduces SASRec+SS on Toys: its seeds, then SASRec+ (full softmax) on the same encoder, the file
+# properties/encoder/rectools-sasrec.yaml holding the same five keys
+run transformer-benchmark tb-sasrec-ss-rectools-item-dropout amazon-toys PluginSASRec "2020 2021 2022" \
+    --config-files "$BENCHMARK" "${RECTOOLS[@]}" --set item_dropout_prob=0.2 --set stopping_step=10
+run transformer-benchmark tb-sasrec-plus-rectools amazon-toys PluginSASRec 2020 \
+    --config-files "$BENCHMARK" properties/encoder/rectools-sasrec.yaml --set next_item_loss=full_softmax \
+    --set stopping_step=10
 # 3. A small grid for the strong base (SASRec+): dropout 0.5 with 1 and 2 blocks, patience 10 to keep it cheap.
 run transformer-benchmark tb-sasrec-plus-grid-d05-l1 amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
     --set next_item_loss=full_softmax --set hidden_dropout_prob=0.5 --set attn_dropout_prob=0.5 --set stopping_step=10

@@ -33,6 +33,9 @@ Two computations of the same function, switched by the model-level ``fast_path``
 
 ``layer_type: ligr`` swaps RecBole's blocks for eSASRec's LiGR blocks (:class:`LiGRLayer`: pre-LayerNorm, gated
 residuals, SwiGLU feed-forward) and adds a LayerNorm after the last; both paths compute them (same tests).
+``layer_type: sasrec_original`` (:class:`QueryNormLayer`), ``weight_init: xavier_normal``, ``position_order:
+from_end`` and ``item_dropout_prob`` are RecTools' SASRec encoder, the transformer benchmark's
+(properties/encoder/rectools-sasrec.yaml); the defaults keep RecBole's.
 
 With ``bidirectional=True`` (BERT4Rec) every position attends to every real position, padding still excluded.
 Outputs of the two paths are equal up to float rounding; in training their random masks are drawn differently,
