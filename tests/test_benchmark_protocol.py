@@ -196,16 +196,18 @@ def test_the_benchmark_protocol_file_runs_and_says_so(tmp_path):
     assert protocol_settings(settings)["exclude_history_items"] is True
 
 
+@pytest.mark.parametrize("base_file", ["sasrec-plus.yaml", "sasrec-plus-rectools.yaml"])
 @pytest.mark.parametrize("model", ["PluginSASRec", "CL4SRec", "DuoRec"])
-def test_the_strong_base_config_layers_on_either_protocol(tmp_path, model):
-    base = str(PROPERTIES_DIR / "strong-base" / "sasrec-plus.yaml")
+def test_the_strong_base_config_layers_on_either_protocol(tmp_path, model, base_file):
+    base = str(PROPERTIES_DIR / "strong-base" / base_file)
     config = tiny_config(tmp_path)
     for key in ("hidden_size", "inner_size"):
         config.pop(key)
     on_benchmark = Config(model, config_file_list=[BENCHMARK, base], config_dict=config)
     on_recbole = Config(model, config_file_list=[base], config_dict=config)
+    layers = 2 if base_file == "sasrec-plus.yaml" else 1
     for settings in (on_benchmark, on_recbole):
-        assert settings["next_item_loss"] == "full_softmax" and settings["n_layers"] == 2
+        assert settings["next_item_loss"] == "full_softmax" and settings["n_layers"] == layers
         assert settings["train_objective"] == "every_position"
     assert on_benchmark["exclude_history_items"] and not on_recbole["exclude_history_items"]
 
