@@ -25,6 +25,12 @@ def rate(value):
         raise ValueError(f"must be in [0, 1], got {value!r}")
 
 
+def decay(value):
+    """a number in [0, 1) (a moving-average decay: 1 would never update)"""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"must be a number in [0, 1), got {value!r}")
+
+
 def temperature(value):
     """a number > 0 and finite (a temperature)"""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
@@ -163,7 +169,7 @@ RUN_HPARAMS = {
     "learning_rate": positive,
     "weight_decay": optional(non_negative),
     "learner": _learner,
-    "adam_beta2": optional(rate),
+    "adam_beta2": optional(decay),
     "stopping_step": positive_int,
     "eval_step": non_negative_int,
     "topk": _topk,

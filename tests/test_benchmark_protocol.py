@@ -219,6 +219,10 @@ def test_adam_beta2_reaches_the_optimiser_and_is_torchs_default_when_unset(tmp_p
         config, model, *_ = build("PluginSASRec", tmp_path, adam_beta2=beta2, **FAST)
         trainer = Trainer(config, model)
         assert {group["betas"] for group in trainer.optimizer.param_groups} == {(0.9, expected)}
+    from recbole_srma.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"adam_beta2.*\[0, 1\)"):  # 1 divides Adam's bias correction by zero
+        build("PluginSASRec", tmp_path, adam_beta2=1.0, **FAST)
 
 
 def test_item_dropout_drops_out_the_scored_item_table_in_training_only(tmp_path):
