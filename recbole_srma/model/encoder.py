@@ -101,7 +101,6 @@ class PackedLayout:
         valid = positions[None, :] < lengths[:, None]  # [B, L_max]
         self.index = valid.flatten().nonzero().squeeze(1)
         self.items = item_seq[:, : self.max_len].flatten()[self.index]
-        self.positions = self.index % self.max_len
         self.lengths = lengths
         self.last = lengths.cumsum(0) - 1
         neg_inf = torch.finfo(torch.float32).min
@@ -512,9 +511,7 @@ class SASRecBackbone(nn.Module):
 
     def _embed_packed(self, item_seq, item_seq_len):
         layout = PackedLayout(item_seq, item_seq_len, self.bidirectional)
-        positions = layout.positions
-        if self.position_order == "from_end":
-            positions = layout.lengths.repeat_interleave(layout.lengths) - 1 - positions
+        positions = position_ids(layout.lengths, layout.max_len, self.position_order).flatten()[layout.index]
         hidden = self.item_dropout(self.item_embedding(layout.items)) + self.position_embedding(positions)
         return self.dropout(self.LayerNorm(hidden)), layout
 
