@@ -54,6 +54,14 @@ run transformer-benchmark tb-sasrec-ss-rectools-item-dropout amazon-toys PluginS
 run transformer-benchmark tb-sasrec-plus-rectools amazon-toys PluginSASRec 2020 \
     --config-files "$BENCHMARK" properties/encoder/rectools-sasrec.yaml --set next_item_loss=full_softmax \
     --set stopping_step=10
+# 2c. The same encoder on Beauty and Sports: the reproduction's seeds and SASRec+ on it.
+for dataset in amazon-beauty amazon-sports; do
+    run transformer-benchmark tb-sasrec-ss-rectools-item-dropout "$dataset" PluginSASRec "2020 2021 2022" \
+        --config-files "$BENCHMARK" "${RECTOOLS[@]}" --set item_dropout_prob=0.2 --set stopping_step=10
+    run transformer-benchmark tb-sasrec-plus-rectools "$dataset" PluginSASRec 2020 \
+        --config-files "$BENCHMARK" properties/encoder/rectools-sasrec.yaml --set next_item_loss=full_softmax \
+        --set stopping_step=10
+done
 # 3. A small grid for the strong base (SASRec+): dropout 0.5 with 1 and 2 blocks, patience 10 to keep it cheap.
 run transformer-benchmark tb-sasrec-plus-grid-d05-l1 amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
     --set next_item_loss=full_softmax --set hidden_dropout_prob=0.5 --set attn_dropout_prob=0.5 --set stopping_step=10
