@@ -57,6 +57,25 @@ def test_gbce_is_gsasrecs_generalised_binary_cross_entropy(tmp_path, t):
     assert (beta == 1.0) == (t == 0.0)
 
 
+@pytest.mark.parametrize("model_name", ["PluginSASRec", "DuoRec"])
+@pytest.mark.parametrize("objective", ["prefixes", "every_position"])
+def test_softmax_chunk_rows_changes_the_computation_not_the_loss_or_gradients(
+    tmp_path, monkeypatch, model_name, objective
+):
+    from recbole_srma.model import losses
+
+    calls = []
+    chunked = losses._ChunkedFullSoftmax.apply
+    monkeypatch.setattr(losses._ChunkedFullSoftmax, "apply", lambda *a: calls.append(a[3]) or chunked(*a))
+    results = []
+    for chunk_rows in (0, 7):
+        _, model, train_data, *_ = build(model_name, tmp_path, softmax_chunk_rows=chunk_rows,
+                                         train_objective=objective, **FAST, **NO_DROPOUT)
+        results.append(loss_and_gradients(model, next(iter(train_data))))
+    assert calls == [7]  # the switch switches: one chunked loss in the second run, none in the first
+    assert_same_loss_and_gradients(results[0], results[1])
+
+
 #: the SASRec authors' arrangement, as RecTools has it: their block, Xavier initialisation, positions from the end
 RECTOOLS_SASREC = {"layer_type": "sasrec_original", "weight_init": "xavier_normal", "position_order": "from_end"}
 

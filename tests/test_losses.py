@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from recbole_srma.model.losses import info_nce, margin_regulariser
+from recbole_srma.model.losses import full_softmax_cross_entropy, info_nce, margin_regulariser
 
 
 def naive_info_nce(z1, z2, temperature, similarity, fn_mask=None):
@@ -260,3 +261,27 @@ def test_similarity_and_temperature_are_checked_once_at_start(tmp_path, model):
     for t in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="temperature"):
             Config(model=model, config_dict=tiny_config(tmp_path, tau=t))
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 64, 1000])
+def test_chunked_full_softmax_has_cross_entropys_loss_and_gradients(chunk_rows):
+    torch.manual_seed(0)
+    hidden = torch.randn(50, 8, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(30, 8, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 30, (50,))
+    expected = F.cross_entropy(hidden @ weights.t(), targets)
+    loss = full_softmax_cross_entropy(hidden, weights, targets, chunk_rows)
+    torch.testing.assert_close(loss, expected)
+    for got, want in zip(torch.autograd.grad(3 * loss, (hidden, weights)),
+                         torch.autograd.grad(3 * expected, (hidden, weights))):
+        torch.testing.assert_close(got, want)
+    # a gradient through a function of the weights (item dropout, a slice of the table) reaches its source
+    table = torch.randn(31, 8, requires_grad=True)
+    full_softmax_cross_entropy(hidden.detach().float(), table[:30] * 2, targets, chunk_rows).backward()
+    assert table.grad[:30].abs().sum() > 0 and table.grad[30].abs().sum() == 0
+
+
+def test_chunked_full_softmax_is_finite_for_large_scores():
+    hidden, weights = torch.full((4, 2), 100.0), torch.tensor([[100.0, 100.0], [-100.0, 0.0]])
+    loss = full_softmax_cross_entropy(hidden, weights, torch.tensor([0, 1, 0, 1]), chunk_rows=3)
+    torch.testing.assert_close(loss, torch.tensor(15000.0))  # half the rows lose 2e4 + 1e4, half lose ~0

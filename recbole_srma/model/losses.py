@@ -15,6 +15,10 @@ its positive and the loss is exactly 0, with a zero gradient.
 
 ``margin_regulariser`` is MCLRec's contrastive regulariser over the same logits (its docstring has the formula).
 
+``full_softmax_cross_entropy`` is the next-item loss over every item, ``mean_n -log softmax(h_n W^T)[t_n]``, computed
+a block of rows at a time (forward and backward) so that the ``[N, n_items]`` scores are never held whole: the same
+loss and gradients as ``cross_entropy(h @ W.T, t)`` up to float rounding, less memory traffic, one more matrix product.
+
 ``barlow_twins`` is the Barlow Twins loss (Zbontar et al., ICML 2021) used by BT4SRec: no negatives, a
 cross-correlation matrix between two batch-standardised views.
 """
@@ -26,7 +30,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["info_nce", "margin_regulariser", "barlow_twins", "cross_correlation", "SIMILARITIES"]
+__all__ = [
+    "full_softmax_cross_entropy",
+    "info_nce", "margin_regulariser", "barlow_twins", "cross_correlation", "SIMILARITIES"]
 
 SIMILARITIES = ("dot", "cos")
 
@@ -69,6 +75,57 @@ def info_nce(
         excluded = excluded | fn.repeat(2, 2)
     logits = logits.masked_fill(excluded, float("-inf"))
     return F.cross_entropy(logits, _positive_index(B, device), reduction="mean")
+
+
+def full_softmax_cross_entropy(
+    hidden: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor, chunk_rows: int = 0
+) -> torch.Tensor:
+    """Mean cross-entropy of ``hidden @ weights.T`` (``[N, H] x [V, H]``) against ``targets`` (``[N]`` ids < V).
+
+    ``chunk_rows`` > 0 computes it ``chunk_rows`` rows at a time and recomputes each block's scores in the backward
+    pass (:class:`_ChunkedFullSoftmax`); 0 is one ``cross_entropy`` call over the whole score matrix.
+    """
+    if chunk_rows <= 0:
+        return F.cross_entropy(hidden @ weights.t(), targets)
+    return _ChunkedFullSoftmax.apply(hidden, weights, targets, chunk_rows)
+
+
+class _ChunkedFullSoftmax(torch.autograd.Function):
+    # Why: on a CPU the full softmax of a training step is memory-bound, not compute-bound; a [chunk, V] block stays
+    # in cache through its log-sum-exp and its gradient, where the whole [N, V] matrix is written and read several
+    # times (docs/performance.md measures it). Only the N log-sum-exps are kept for the backward pass.
+
+    @staticmethod
+    def forward(ctx, hidden, weights, targets, chunk_rows):
+        n = hidden.size(0)
+        log_norm = hidden.new_empty(n)
+        total = hidden.new_zeros(())
+        for start in range(0, n, chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            scores = hidden[rows] @ weights.t()
+            log_norm[rows] = torch.logsumexp(scores, dim=1)
+            total += (log_norm[rows] - scores.gather(1, targets[rows, None]).squeeze(1)).sum()
+        ctx.save_for_backward(hidden, weights, targets, log_norm)
+        ctx.chunk_rows = chunk_rows
+        return total / max(n, 1)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        hidden, weights, targets, log_norm = ctx.saved_tensors
+        n = hidden.size(0)
+        grad_hidden = torch.empty_like(hidden)
+        grad_weights = torch.zeros_like(weights)
+        scale = grad_loss / max(n, 1)
+        for start in range(0, n, ctx.chunk_rows):
+            rows = slice(start, start + ctx.chunk_rows)
+            block = hidden[rows]
+            # d loss / d scores = (softmax - one_hot(target)) / N, built in place in the recomputed scores
+            grad_scores = (block @ weights.t()).sub_(log_norm[rows, None]).exp_()
+            grad_scores[torch.arange(block.size(0), device=block.device), targets[rows]] -= 1.0
+            grad_scores.mul_(scale)
+            grad_hidden[rows] = grad_scores @ weights
+            grad_weights.addmm_(grad_scores.t(), block)
+        return grad_hidden, grad_weights, None, None
 
 
 def margin_regulariser(

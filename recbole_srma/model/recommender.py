@@ -22,6 +22,7 @@ from recbole_srma.model.encoder import (
     Dropout,
     SASRecBackbone,
 )
+from recbole_srma.model.losses import full_softmax_cross_entropy
 
 
 def _heads_divide_hidden(config):
@@ -63,6 +64,7 @@ BACKBONE_HPARAMS = {
     "n_negatives": hparams.positive_int,
     "negative_sampling": hparams.one_of(*NEGATIVE_SAMPLING),
     "gbce_t": hparams.rate,
+    "softmax_chunk_rows": hparams.non_negative_int,
 }
 
 
@@ -92,6 +94,7 @@ class NextItemRecommender(SequentialRecommender):
         self.n_negatives = config["n_negatives"]
         self.negative_sampling = config["negative_sampling"] or "per_position"
         self.gbce_t = config["gbce_t"] if config["gbce_t"] is not None else 0.75
+        self.softmax_chunk_rows = config["softmax_chunk_rows"] or 0
 
     def item_weights(self):
         raise NotImplementedError
@@ -108,7 +111,7 @@ class NextItemRecommender(SequentialRecommender):
         """
         weights = self.item_weights()
         if self.next_item_loss == "full_softmax":
-            return self.loss_fct(seq_output @ weights.t(), pos_items)
+            return full_softmax_cross_entropy(seq_output, weights, pos_items, self.softmax_chunk_rows)
         positive = (seq_output * weights[pos_items]).sum(-1, keepdim=True)
         if self.negative_sampling == "per_batch":
             negatives = torch.randint(1, self.n_items, (self.n_negatives,), device=pos_items.device)
