@@ -74,6 +74,8 @@ def test_softmax_chunk_rows_changes_the_computation_not_the_loss_or_gradients(
         results.append(loss_and_gradients(model, next(iter(train_data))))
     assert calls == [7]  # the switch switches: one chunked loss in the second run, none in the first
     assert_same_loss_and_gradients(results[0], results[1])
+    _, model, *_ = build(model_name, tmp_path, train_objective=objective, **FAST)
+    assert model.softmax_chunk_rows == 64  # the default on a CPU
 
 
 #: the SASRec authors' arrangement, as RecTools has it: their block, Xavier initialisation, positions from the end

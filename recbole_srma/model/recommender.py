@@ -40,6 +40,9 @@ NEXT_ITEM_LOSSES = ("full_softmax", "sampled_softmax", "gbce")
 #: product instead of a gather of ``[N, n_negatives, H]`` embeddings: cheaper on a CPU, more correlated noise).
 NEGATIVE_SAMPLING = ("per_position", "per_batch")
 
+#: ``softmax_chunk_rows: ~`` on a CPU (docs/performance.md, "The full softmax a block at a time": fastest of 32-256)
+CPU_SOFTMAX_CHUNK_ROWS = 64
+
 #: the keys of the next-item objective (properties/backbone.yaml)
 OBJECTIVE_KEYS = ("train_objective", "next_item_loss", "n_negatives", "negative_sampling", "gbce_t")
 
@@ -64,7 +67,7 @@ BACKBONE_HPARAMS = {
     "n_negatives": hparams.positive_int,
     "negative_sampling": hparams.one_of(*NEGATIVE_SAMPLING),
     "gbce_t": hparams.rate,
-    "softmax_chunk_rows": hparams.non_negative_int,
+    "softmax_chunk_rows": hparams.optional(hparams.non_negative_int),
 }
 
 
@@ -94,7 +97,10 @@ class NextItemRecommender(SequentialRecommender):
         self.n_negatives = config["n_negatives"]
         self.negative_sampling = config["negative_sampling"] or "per_position"
         self.gbce_t = config["gbce_t"] if config["gbce_t"] is not None else 0.75
-        self.softmax_chunk_rows = config["softmax_chunk_rows"] or 0
+        self.softmax_chunk_rows = config["softmax_chunk_rows"]
+        if self.softmax_chunk_rows is None:
+            # a CPU's cache holds a block of 64 rows' scores; a GPU's memory bandwidth makes one pass the faster
+            self.softmax_chunk_rows = CPU_SOFTMAX_CHUNK_ROWS if str(config["device"] or "cpu") == "cpu" else 0
 
     def item_weights(self):
         raise NotImplementedError
