@@ -32,7 +32,12 @@ import torch.nn.functional as F
 
 __all__ = [
     "full_softmax_cross_entropy",
-    "info_nce", "margin_regulariser", "barlow_twins", "cross_correlation", "SIMILARITIES"]
+    "info_nce",
+    "margin_regulariser",
+    "barlow_twins",
+    "cross_correlation",
+    "SIMILARITIES",
+]
 
 SIMILARITIES = ("dot", "cos")
 
