@@ -40,7 +40,8 @@ NEXT_ITEM_LOSSES = ("full_softmax", "sampled_softmax", "gbce")
 #: product instead of a gather of ``[N, n_negatives, H]`` embeddings: cheaper on a CPU, more correlated noise).
 NEGATIVE_SAMPLING = ("per_position", "per_batch")
 
-#: ``softmax_chunk_rows: ~`` on a CPU (docs/performance.md, "The full softmax a block of rows at a time"; 64 and 128 were the fastest of 32-256)
+#: ``softmax_chunk_rows: ~`` on a CPU (docs/performance.md, "The full softmax a block of rows at a time": 64 and 128
+#: rows were the fastest of 32-256)
 CPU_SOFTMAX_CHUNK_ROWS = 64
 
 #: the keys of the next-item objective (properties/backbone.yaml)
