@@ -73,6 +73,20 @@ run transformer-benchmark tb-sasrec-plus-grid-d05-l2 amazon-toys PluginSASRec 20
     --set n_heads=2 --set stopping_step=10
 # the grid's pick, properties/strong-base/sasrec-plus.yaml, under RecBole's protocol
 run every-position strong-base amazon-toys PluginSASRec 2020 --config-files properties/strong-base/sasrec-plus.yaml
+# 3b. The strong base on RecTools' encoder (properties/strong-base/sasrec-plus-rectools.yaml, tb-sasrec-plus-rectools
+# above): one factor at a time from it on Toys (2 blocks / 2 heads, dropout 0.1 and 0.3 for all three dropouts,
+# embedding 128), then the file under RecBole's protocol.
+PLUS_RECTOOLS=properties/strong-base/sasrec-plus-rectools.yaml
+run transformer-benchmark tb-sasrec-plus-rectools-l2 amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
+    "$PLUS_RECTOOLS" --set n_layers=2 --set n_heads=2 --set stopping_step=10
+for p in 0.1 0.3; do
+    run transformer-benchmark "tb-sasrec-plus-rectools-d$p" amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
+        "$PLUS_RECTOOLS" --set hidden_dropout_prob=$p --set attn_dropout_prob=$p --set item_dropout_prob=$p \
+        --set stopping_step=10
+done
+run transformer-benchmark tb-sasrec-plus-rectools-h128 amazon-toys PluginSASRec 2020 --config-files "$BENCHMARK" \
+    "$PLUS_RECTOOLS" --set hidden_size=128 --set inner_size=128 --set stopping_step=10
+run every-position strong-base-rectools amazon-toys PluginSASRec 2020 --config-files "$PLUS_RECTOOLS"
 # 4. Every plugin model on every position, RecBole's protocol, package defaults, to early stopping.
 run every-position every-position amazon-toys "CL4SRec DuoRec BT4SRec CoSeRec SRMA MCLRec PluginBERT4Rec" 2020 \
     --set train_objective=every_position
@@ -82,6 +96,11 @@ run every-position every-position-lr0.002 amazon-toys PluginSASRec "2020 2021 20
     --set learning_rate=0.002
 run every-position every-position-lr0.004 amazon-toys PluginSASRec 2020 --set train_objective=every_position \
     --set learning_rate=0.004
+# or more updates: smaller batches of sequences (304 updates an epoch at 64, 152 at 128)
+run every-position every-position-batch64 amazon-toys PluginSASRec 2020 --set train_objective=every_position \
+    --set train_batch_size=64
+run every-position every-position-batch128 amazon-toys PluginSASRec 2020 --set train_objective=every_position \
+    --set train_batch_size=128
 # 5. Seeds 2021 and 2022 of the benchmark recipe and SASRec+.
 for dataset in amazon-toys amazon-beauty amazon-sports; do
     run transformer-benchmark tb-sasrec-ss "$dataset" PluginSASRec "2021 2022" --config-files "$BENCHMARK"
