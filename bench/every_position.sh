@@ -101,9 +101,12 @@ run every-position every-position-batch64 amazon-toys PluginSASRec 2020 --set tr
     --set train_batch_size=64
 run every-position every-position-batch128 amazon-toys PluginSASRec 2020 --set train_objective=every_position \
     --set train_batch_size=128
-# 5. Seeds 2021 and 2022 of the benchmark recipe and SASRec+.
+# 5. The strong base's three seeds on the three sets under both protocols. Under the benchmark's, the command of
+# tb-sasrec-plus-rectools above (the same keys as "$PLUS_RECTOOLS"; a run's record is keyed by its command line). The
+# grid of 3b can change the file; its tags then change with it (a tag names one configuration).
 for dataset in amazon-toys amazon-beauty amazon-sports; do
-    run transformer-benchmark tb-sasrec-ss "$dataset" PluginSASRec "2021 2022" --config-files "$BENCHMARK"
-    run transformer-benchmark tb-sasrec-plus "$dataset" PluginSASRec "2021 2022" --config-files "$BENCHMARK" \
-        --set next_item_loss=full_softmax
+    run transformer-benchmark tb-sasrec-plus-rectools "$dataset" PluginSASRec "2020 2021 2022" \
+        --config-files "$BENCHMARK" properties/encoder/rectools-sasrec.yaml --set next_item_loss=full_softmax \
+        --set stopping_step=10
+    run every-position strong-base-rectools "$dataset" PluginSASRec "2020 2021 2022" --config-files "$PLUS_RECTOOLS"
 done
