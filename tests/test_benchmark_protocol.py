@@ -217,7 +217,8 @@ def test_the_benchmark_protocol_file_runs_and_says_so(tmp_path):
     assert protocol_settings(settings)["exclude_history_items"] is True
 
 
-@pytest.mark.parametrize("base_file", ["sasrec-plus.yaml", "sasrec-plus-rectools.yaml"])
+@pytest.mark.parametrize(
+    "base_file", ["sasrec-plus.yaml", "sasrec-plus-rectools.yaml", "sasrec-plus-recbole-protocol.yaml"])
 @pytest.mark.parametrize("model", ["PluginSASRec", "CL4SRec", "DuoRec"])
 def test_the_strong_base_config_layers_on_either_protocol(tmp_path, model, base_file):
     base = str(PROPERTIES_DIR / "strong-base" / base_file)
@@ -226,7 +227,7 @@ def test_the_strong_base_config_layers_on_either_protocol(tmp_path, model, base_
         config.pop(key)
     on_benchmark = Config(model, config_file_list=[BENCHMARK, base], config_dict=config)
     on_recbole = Config(model, config_file_list=[base], config_dict=config)
-    layers = 2 if base_file == "sasrec-plus.yaml" else 1
+    layers = 1 if base_file == "sasrec-plus-rectools.yaml" else 2
     for settings in (on_benchmark, on_recbole):
         assert settings["next_item_loss"] == "full_softmax" and settings["n_layers"] == layers
         assert settings["train_objective"] == "every_position"
