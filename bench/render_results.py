@@ -8,6 +8,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import common
+import ssl_study
 import yaml
 from common import REPO, fmt_time
 
@@ -323,8 +324,9 @@ def section_key(record):
                                           if protocol.get(k))])
 
 
-def render(records, notes=None, images=None):
-    """The page; ``notes`` maps a section (dataset) to its hand-written reading, ``images`` to its charts' files."""
+def render(records, notes=None, images=None, study=None, study_images=None):
+    """The page; ``notes`` maps a section (dataset) to its hand-written reading, ``images`` to its charts' files;
+    ``study`` (an ``ssl_study.Study``) adds issue 50's section, with ``study_images`` by dataset."""
     by_dataset = OrderedDict()
     for r in records:
         by_dataset.setdefault(section_key(r), []).append(r)
@@ -343,7 +345,163 @@ def render(records, notes=None, images=None):
         section = render_dataset(dataset, by_dataset.get(dataset, []), (notes or {}).get(dataset))
         charts = [f"![{name[:-4]}](img/{name})" for name in (images or {}).get(dataset, [])]
         out += section[:2] + (charts + [""] if charts else []) + section[2:]
+    if study is not None and study.bases:
+        out += render_study(study, (notes or {}).get("ssl-study"), study_images)
     return "\n".join(out).rstrip() + "\n"
+
+
+def _setting_label(setting):
+    return ", ".join(f"{k}={v}" for k, v in setting.items()) or "defaults"
+
+
+def _walls(runs):
+    walls = [r["wall_time_s"] for r in runs if r.get("wall_time_s") is not None]
+    return fmt_time(statistics.mean(walls)) if walls else "-"
+
+
+def _epoch_median(runs):
+    times = [t for r in runs for _, t in r.get("epoch_times_s") or []]
+    return f"{statistics.median(times):.1f} s" if times else "-"
+
+
+def study_rows(study, protocol, dataset):
+    """The base and each model's pick (or, while its grid runs, its best point so far by validation NDCG@10)."""
+    from scipy import stats
+
+    base = study.bases.get((protocol, dataset)) or []
+    values = [r["test"]["ndcg@10"] for r in base]
+    base_mean = statistics.mean(values) if values else None
+    base_std = statistics.stdev(values) if len(values) > 1 else None
+    rows, gains = [], {}
+
+    def row(model, label, runs, note=""):
+        ndcg = tests(runs, "ndcg@10")
+        diff = p_value = sigmas = "-"
+        if model != ssl_study.BASE and base_mean and ndcg:
+            gain = statistics.mean(ndcg) / base_mean - 1
+            gains[model] = (gain, statistics.mean(ndcg) - base_mean, base_std, len(ndcg), note)
+            diff = fmt_rel(statistics.mean(ndcg), base_mean)
+            if base_std:
+                sigmas = f"{(statistics.mean(ndcg) - base_mean) / base_std:+.1f}".replace("-", "−")
+            if len(ndcg) > 1 and len(values) > 1:
+                p_value = f"{stats.ttest_ind(ndcg, values, equal_var=False).pvalue:.3f}"
+        epochs = ", ".join(f"{r.get('best_epoch')}/{r.get('epochs_trained')}" for r in runs)
+        rows.append([f"**{model}**", label + (f" ({note})" if note else ""), ", ".join(str(r["seed"]) for r in runs),
+                     fmt_metric(runs, "hit@10"), fmt_metric(runs, "ndcg@10"), diff, sigmas, p_value,
+                     _epoch_median(runs), epochs, _walls(runs)])
+    if base:
+        row(ssl_study.BASE, "the strong base" + ("" if len(base) == len(ssl_study.SEEDS) else " (seeds so far)"), base)
+    for model in ssl_study.MODELS:
+        grid = [(s, r) for s, r in study.grids.get((protocol, dataset, model), []) if r]
+        if (protocol, dataset, model) in study.picks:
+            setting = study.picks[protocol, dataset, model]
+            runs = study.runs.get((protocol, dataset, model)) or [r for s, r in grid if s == setting]
+            needed = study.runs.get((protocol, dataset, model)) is not None and (
+                len(runs) == len(ssl_study.SEEDS) or base_std is None
+                or abs(runs[0]["test"]["ndcg@10"] - base_mean) > 2 * base_std)
+            row(model, _setting_label(setting), runs, "" if needed else "more seeds to come")
+        elif grid:
+            setting, record = max(grid, key=lambda point: point[1]["valid"]["ndcg@10"])
+            row(model, _setting_label(setting), [record], f"grid {len(grid)} of 4 so far")
+    return rows, gains
+
+
+def study_grid_rows(study, protocol, dataset):
+    rows = []
+    for model in ssl_study.MODELS:
+        pick = study.picks.get((protocol, dataset, model))
+        for setting, record in study.grids.get((protocol, dataset, model), []):
+            if record is None:
+                continue
+            rows.append([f"**{model}**", _setting_label(setting) + (" **(pick)**" if setting == pick else ""),
+                         f"{record['valid']['ndcg@10']:.4f}", f"{record['test']['ndcg@10']:.4f}",
+                         f"{record.get('best_epoch')}/{record.get('epochs_trained')}", _epoch_median([record]),
+                         fmt_time(record.get("wall_time_s")), machine_label(record.get("machine")),
+                         f"`{record['tag']}`"])
+    return rows
+
+
+def plot_study(study, dataset, img_dir):
+    """Each model's test NDCG@10 relative to the base under each protocol; the band is two base standard deviations."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    protocols = [p for p in ssl_study.PROTOCOLS if study.bases.get((p, dataset))]
+    gains = {p: study_rows(study, p, dataset)[1] for p in protocols}
+    if not any(gains.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(protocols)
+    for j, protocol in enumerate(protocols):
+        base = [r["test"]["ndcg@10"] for r in study.bases[protocol, dataset]]
+        mean = statistics.mean(base)
+        color = ("#4c72b0", "#dd8452")[j % 2]
+        band = 2 * statistics.stdev(base) / mean * 100 if len(base) > 1 else 0.0
+        ax.axhspan(-band, band, color=color, alpha=0.12, label=ssl_study.PROTOCOLS[protocol]["label"])
+        for i, model in enumerate(ssl_study.MODELS):
+            if model in gains[protocol]:
+                gain, _, _, _, note = gains[protocol][model]
+                ax.bar(i + (j - (len(protocols) - 1) / 2) * width, gain * 100, width, color=color,
+                       edgecolor="black", linewidth=0.4, hatch="//" if note else None)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(range(len(ssl_study.MODELS)), ssl_study.MODELS)
+    ax.set(ylabel="test NDCG@10 vs the strong base (%)",
+           title=f"{dataset}: each model's pick on the strong base (band: ±2 base std; hatched: not final)")
+    ax.title.set_fontsize(9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    name = f"ssl-study-{dataset}.png"
+    Path(img_dir).mkdir(parents=True, exist_ok=True)
+    fig.savefig(Path(img_dir) / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def render_study(study, notes=None, images=None):
+    """Issue 50's section: per dataset and protocol, the strong base against each self-supervised model's pick."""
+    out = ["## Does self-supervision help over the strong base?", "",
+           "Every self-supervised model on the strong base of its protocol (the same encoder, objective and "
+           "hyper-parameters, plus the model's own term), its term's weight and one rate tuned on validation NDCG@10, "
+           "against that base: `python bench/ssl_study.py run` (bench/README.md) runs the whole study and continues "
+           "where it stopped; `python bench/ssl_study.py plan` says what remains. Per model: its defaults, its weight "
+           "at about a third and three times the default, then one rate at another value at the better weight; the "
+           "pick is the best of the four by validation NDCG@10, and gets seeds 2021 and 2022 when its seed-2020 test "
+           "NDCG@10 lies within two base standard deviations of the base's mean. Test metrics; seeds: mean ± sample "
+           "std; *vs base*: relative difference of the means; *Δ / base std*: the difference in standard deviations "
+           "of the base's three seeds; *p*: Welch's t-test over seeds (only with two or more seeds on each side). "
+           "Epoch: median training time of one epoch; epochs: best / trained.", ""]
+    if notes:
+        out += ["### Reading the study", "", notes.strip(), ""]
+    header = ["Model", "Setting", "Seeds", "HR@10", "NDCG@10", "vs base", "Δ / base std", "p", "Epoch", "Epochs",
+              "Wall time (mean)"]
+    grid_header = ["Model", "Setting", "valid NDCG@10", "test NDCG@10", "Epochs", "Epoch", "Wall time", "Machine",
+                   "Tag"]
+    for dataset in ssl_study.DATASETS + ["yelp"]:
+        blocks = [p for p in ssl_study.PROTOCOLS if study.bases.get((p, dataset))]
+        if not blocks:
+            continue
+        out += [f"### {dataset}", ""]
+        if (images or {}).get(dataset):
+            out += [f"![ssl-study-{dataset}](img/{images[dataset]})", ""]
+        for protocol in blocks:
+            spec = ssl_study.PROTOCOLS[protocol]
+            files = " ".join(spec["config_files"]) or "none"
+            keys = " ".join(f"--set {k}={v}" for k, v in spec["overrides"].items())
+            out += [f"#### {dataset}, {spec['label']}", "",
+                    f"Base and models: config files {files}, `{keys}`; tag `{spec['tag']}` followed by the setting.",
+                    "", table(header, study_rows(study, protocol, dataset)[0]), "",
+                    "Machines: " + "; ".join(sorted({machine_label(r.get("machine")) for r in study.block_runs(
+                        protocol, dataset)})) + ".", ""]
+            grid = study_grid_rows(study, protocol, dataset)
+            if grid:
+                out += ["<details><summary>The grid (seed 2020)</summary>", "", table(grid_header, grid), "",
+                        "</details>", ""]
+    return out
 
 
 def main(argv=None):
@@ -362,8 +520,10 @@ def main(argv=None):
     if records and not any(images.values()):
         print("matplotlib is not installed: no charts (pip install -e \".[bench]\")")
     notes = {p.name[: -len(".notes.md")]: p.read_text() for p in Path(args.results_dir).glob("*.notes.md")}
+    study = ssl_study.Study(ssl_study.load_all(args.results_dir)).build()
+    study_images = {d: plot_study(study, d, out.parent / "img") for d in ssl_study.DATASETS + ["yelp"]}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(records, notes, images))
+    out.write_text(render(records, notes, images, study, study_images))
     print(f"wrote {out}")
     return 0
 
