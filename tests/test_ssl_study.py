@@ -156,3 +156,24 @@ def test_every_model_trains_on_the_strong_base_of_each_protocol(tmp_path, model,
     result = run_recbole_srma(model=model, config_file_list=[str(REPO / f) for f in spec["config_files"]],
                               config_dict=config)
     assert 0 < result["test_result"]["ndcg@10"] <= 1
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_history_length_buckets_add_up_to_the_trainers_test_metrics(tmp_path, exclude):
+    import by_history_length
+
+    files = {}
+    for model in ("PluginSASRec", "CL4SRec"):
+        config = tiny_config(tmp_path, epochs=1, exclude_history_items=exclude)
+        result = run_recbole_srma(model=model, config_dict=config, saved=True)
+        files[model] = result["checkpoint"]
+        label, users = by_history_length.per_user(files[model])
+        assert model in label and len(users) == 300
+        for m, metric in enumerate(by_history_length.METRICS, 1):
+            mean = statistics.mean(values[m] for values in users.values())
+            assert mean == pytest.approx(result["test_result"][metric], abs=1e-4)
+    table = by_history_length.main([files["PluginSASRec"], files["CL4SRec"]])
+    *buckets, everyone = table
+    assert everyone["bucket"] == "all" and sum(row["users"] for row in buckets) == everyone["users"] == 300
+    diff, low, high = everyone["ndcg@10 diff"][0]
+    assert diff == pytest.approx(everyone["ndcg@10"][1] - everyone["ndcg@10"][0]) and low <= diff <= high
