@@ -177,3 +177,27 @@ def test_history_length_buckets_add_up_to_the_trainers_test_metrics(tmp_path, ex
     assert everyone["bucket"] == "all" and sum(row["users"] for row in buckets) == everyone["users"] == 300
     diff, low, high = everyone["ndcg@10 diff"][0]
     assert diff == pytest.approx(everyone["ndcg@10"][1] - everyone["ndcg@10"][0]) and low <= diff <= high
+
+
+@pytest.mark.parametrize("protocol", ["recbole", "benchmark"])
+def test_a_steps_command_records_the_steps_run_identity(tmp_path, protocol):
+    """What ``run`` starts is recorded under the identity the plan looks for (values parsed back to the same types)."""
+    import json
+    import os
+    import subprocess
+
+    from run_models import load_results, run_key
+
+    data = tiny_config(tmp_path)
+    step = ssl_study.Step(protocol, data["dataset"], "DuoRec", 2020, {"sem_lambda": 0.03, "tau": 0.5})
+    results = tmp_path / "results.json"
+    extra = {"epochs": 1, "MAX_ITEM_LIST_LENGTH": 20}
+    command = step.command(threads=1) + ["--data-path", data["data_path"], "--runs-dir", str(tmp_path / "runs"),
+                                         "--results", str(results), "--epochs", "1", "--set", "MAX_ITEM_LIST_LENGTH=20"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (record,) = load_results(results)
+    assert record["status"] == "ok", json.dumps(record)[:2000]
+    assert record_key(record) == run_key(step.dataset, step.model, step.seed, step.tag, {**step.overrides, **extra},
+                                         step.spec["config_files"])
