@@ -400,10 +400,22 @@ def study_rows(study, protocol, dataset):
                 len(runs) == len(ssl_study.SEEDS) or base_std is None
                 or abs(runs[0]["test"]["ndcg@10"] - base_mean) > 2 * base_std)
             row(model, _setting_label(setting), runs, "" if needed else "more seeds to come")
+            control, control_runs = study.controls.get((protocol, dataset, model), (None, []))
+            if control_runs:
+                rows.append(_control_row(model, control, control_runs, runs, len(control_runs) < len(runs)))
         elif grid:
             setting, record = max(grid, key=lambda point: point[1]["valid"]["ndcg@10"])
             row(model, _setting_label(setting), [record], f"grid {len(grid)} of 4 so far")
     return rows, gains
+
+
+def _control_row(model, setting, runs, pick_runs, partial):
+    """The control against the model's own pick (not the base): what the self-supervised term itself adds."""
+    ours, pick = mean_metric(runs, "ndcg@10"), mean_metric(pick_runs, "ndcg@10")
+    epochs = ", ".join(f"{r.get('best_epoch')}/{r.get('epochs_trained')}" for r in runs)
+    return [f"{model} control", _setting_label(setting) + (" (seeds so far)" if partial else ""),
+            ", ".join(str(r["seed"]) for r in runs), fmt_metric(runs, "hit@10"), fmt_metric(runs, "ndcg@10"),
+            "pick vs control " + fmt_rel(pick, ours), "-", "-", _epoch_median(runs), epochs, _walls(runs)]
 
 
 def study_grid_rows(study, protocol, dataset):
@@ -471,8 +483,9 @@ def render_study(study, notes=None, images=None):
            "where it stopped; `python bench/ssl_study.py plan` says what remains. Per model: its defaults, its weight "
            "at about a third and three times the default, then one rate at another value at the better weight; the "
            "pick is the best of the four by validation NDCG@10, and gets seeds 2021 and 2022 when its seed-2020 test "
-           "NDCG@10 lies within two base standard deviations of the base's mean. Test metrics; seeds: mean ± sample "
-           "std; *vs base*: relative difference of the means; *Δ / base std*: the difference in standard deviations "
+           "NDCG@10 lies within two base standard deviations of the base's mean. *SRMA control*: SRMA's pick without "
+           "its contrastive term (its next-item loss also runs through extra layers the base lacks). Test metrics; "
+           "seeds: mean ± sample std; *vs base*: relative difference of the means; *Δ / base std*: the difference in standard deviations "
            "of the base's three seeds; *p*: Welch's t-test over seeds (only with two or more seeds on each side). "
            "Epoch: median training time of one epoch; epochs: best / trained.", ""]
     if notes:

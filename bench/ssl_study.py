@@ -14,7 +14,8 @@ amazon-sports), in this order, each step one ``bench/run_models.py`` run to earl
 3. its weight at about a third and three times its default (``WEIGHTS``), then, at the better weight by validation
    NDCG@10, its one rate at another value (``RATES``): four settings per model, dataset and protocol;
 4. the setting with the best validation NDCG@10 (the pick) gets seeds 2021 and 2022 when its seed-2020 test NDCG@10
-   lies within two standard deviations of the base's three-seed mean: outside them one seed already answers.
+   lies within two standard deviations of the base's three-seed mean: outside them one seed already answers;
+5. SRMA's control (``CONTROLS``): its pick without its contrastive term, on the pick's seeds.
 
 Then yelp under RecBole's protocol: the base and the two models with the largest mean test NDCG@10 gain over the three
 Amazon sets under that protocol, each with its amazon-toys pick, three seeds. A step waits until the steps it depends
@@ -73,6 +74,11 @@ RATES = {
     "MCLRec": ("mask_gamma", 0.3),       # default 0.5
     "BT4SRec": ("mask_gamma", 0.5),      # default 0.3
 }
+# Controls: SRMA's next-item loss runs through its K extra feed-forward blocks with neuron masking, so its gain over
+# the base may come from them rather than from its contrastive term. Its pick without the term (and without the
+# complement encoder, which only that term uses) tells, with the pick's seeds. In every other model the next-item
+# path is the base's, so its weight at 0 is the base itself.
+CONTROLS = {"SRMA": {"cl_lambda": 0.0, "complement_type": "none"}}
 MODELS = list(WEIGHTS)
 YELP_MODELS = 2
 METRIC = "ndcg@10"
@@ -135,7 +141,7 @@ class Study:
         self.records, self.done, self.ready, self.waiting, self._seen = records, [], [], [], set()
         # what the report shows, by (protocol, dataset[, model]): the base's runs, each model's grid points so far
         # as (setting, record or None), its pick once the grid is complete, and the pick's runs
-        self.bases, self.grids, self.picks, self.runs = {}, {}, {}, {}
+        self.bases, self.grids, self.picks, self.runs, self.controls = {}, {}, {}, {}, {}
 
     def need(self, step):
         """The step's record, or None after listing the step as ready."""
@@ -197,6 +203,12 @@ class Study:
         self.runs[protocol, dataset, model] = [first] + [r for r in runs if r]
         return [first] + runs if all(runs) else None
 
+    def control(self, protocol, dataset, model, setting, seeds):
+        setting = {**setting, **CONTROLS[model]}
+        why = "control: the pick without its self-supervised term"
+        runs = [self.need(Step(protocol, dataset, model, seed, setting, why, 5)) for seed in seeds]
+        self.controls[protocol, dataset, model] = (setting, [r for r in runs if r])
+
     def build(self):
         gains = {}  # model: relative test NDCG@10 gains over the base, RecBole's protocol
         for protocol in PROTOCOLS:
@@ -208,6 +220,8 @@ class Study:
                     continue
                 for model, setting in picks.items():
                     runs = None if setting is None else self.seeds(protocol, dataset, model, setting, base)
+                    if runs and model in CONTROLS:
+                        self.control(protocol, dataset, model, setting, [r["seed"] for r in runs])
                     if runs and protocol == "recbole":
                         mean = statistics.mean(score(r) for r in base)
                         gains.setdefault(model, []).append(statistics.mean(score(r) for r in runs) / mean - 1)

@@ -107,6 +107,14 @@ def test_the_rate_is_tried_at_the_best_weight_and_the_pick_is_the_best_validatio
     # its test score (0.046) is 4 base std (0.0005) above the base: one seed answers
     assert study.runs["recbole", "amazon-toys", "SRMA"] == [records[steps[1].key]]
     assert not any(s.model == "SRMA" and s.seed != 2020 and s.dataset == "amazon-toys" for s in study.ready)
+    # SRMA's control: its pick without the contrastive term, on the pick's seeds, reported against the pick
+    (control,) = [s for s in study.ready if s.phase == 5]
+    assert (control.model, control.seed) == ("SRMA", 2020)
+    assert control.setting == {"cl_lambda": 0.0, "complement_type": "none"}
+    _records(records, [control], 0.050, 0.045)
+    rows, _ = render_results.study_rows(_study(records), "recbole", "amazon-toys")
+    assert ["SRMA control", "cl_lambda=0.0, complement_type=none", "2020"] == rows[-1][:3]
+    assert rows[-1][5] == "pick vs control +2.2%"
 
 
 def test_a_pick_within_two_base_std_gets_two_more_seeds_and_the_report_says_so():
