@@ -485,9 +485,9 @@ def render_study(study, notes=None, images=None):
            "pick is the best of the four by validation NDCG@10, and gets seeds 2021 and 2022 when its seed-2020 test "
            "NDCG@10 lies within two base standard deviations of the base's mean. *SRMA control*: SRMA's pick without "
            "its contrastive term (its next-item loss also runs through extra layers the base lacks). Test metrics; "
-           "seeds: mean ± sample std; *vs base*: relative difference of the means; *Δ / base std*: the difference in standard deviations "
-           "of the base's three seeds; *p*: Welch's t-test over seeds (only with two or more seeds on each side). "
-           "Epoch: median training time of one epoch; epochs: best / trained.", ""]
+           "seeds: mean ± sample std; *vs base*: relative difference of the means; *Δ / base std*: the difference "
+           "in standard deviations of the base's three seeds; *p*: Welch's t-test over seeds (only with two or more "
+           "seeds on each side). Epoch: median training time of one epoch; epochs: best / trained.", ""]
     if notes:
         out += ["### Reading the study", "", notes.strip(), ""]
     header = ["Model", "Setting", "Seeds", "HR@10", "NDCG@10", "vs base", "Δ / base std", "p", "Epoch", "Epochs",
