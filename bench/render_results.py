@@ -396,16 +396,15 @@ def study_rows(study, protocol, dataset):
         if (protocol, dataset, model) in study.picks:
             setting = study.picks[protocol, dataset, model]
             runs = study.runs.get((protocol, dataset, model)) or [r for s, r in grid if s == setting]
-            needed = study.runs.get((protocol, dataset, model)) is not None and (
-                len(runs) == len(ssl_study.SEEDS) or base_std is None
-                or abs(runs[0]["test"]["ndcg@10"] - base_mean) > 2 * base_std)
-            row(model, _setting_label(setting), runs, "" if needed else "more seeds to come")
+            final = (protocol, dataset, model) in study.final
+            row(model, _setting_label(setting), runs, "" if final else "more seeds to come")
             control, control_runs = study.controls.get((protocol, dataset, model), (None, []))
             if control_runs:
                 rows.append(_control_row(model, control, control_runs, runs, len(control_runs) < len(runs)))
         elif grid:
             setting, record = max(grid, key=lambda point: point[1]["valid"]["ndcg@10"])
-            row(model, _setting_label(setting), [record], f"grid {len(grid)} of 4 so far")
+            points = len(ssl_study.WEIGHTS[model][1]) + 1  # the weights, then the rate
+            row(model, _setting_label(setting), [record], f"grid {len(grid)} of {points} so far")
     return rows, gains
 
 

@@ -142,6 +142,7 @@ class Study:
         # what the report shows, by (protocol, dataset[, model]): the base's runs, each model's grid points so far
         # as (setting, record or None), its pick once the grid is complete, and the pick's runs
         self.bases, self.grids, self.picks, self.runs, self.controls = {}, {}, {}, {}, {}
+        self.final = set()  # (protocol, dataset, model) whose pick has all the seeds the seed rule asks for
 
     def need(self, step):
         """The step's record, or None after listing the step as ready."""
@@ -197,10 +198,13 @@ class Study:
         values = [score(r) for r in base]
         if abs(score(first) - statistics.mean(values)) > 2 * statistics.stdev(values):
             self.runs[protocol, dataset, model] = [first]
+            self.final.add((protocol, dataset, model))
             return [first]
         runs = [self.need(Step(protocol, dataset, model, seed, setting, f"{why}: within 2 std of the base", 4))
                 for seed in SEEDS[1:]]
         self.runs[protocol, dataset, model] = [first] + [r for r in runs if r]
+        if all(runs):
+            self.final.add((protocol, dataset, model))
         return [first] + runs if all(runs) else None
 
     def control(self, protocol, dataset, model, setting, seeds):
